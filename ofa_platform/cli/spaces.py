@@ -1,0 +1,35 @@
+"""``ofa-platform spaces``: list the registered search spaces and their exact sizes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from search_spaces.spaces import SPACES, get_space
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("spaces", help="list search spaces and their cardinalities")
+    p.add_argument("name", nargs="?", help="show one space in full")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spaces = [get_space(args.name)] if args.name else [SPACES[n] for n in sorted(SPACES)]
+    if args.json:
+        print(json.dumps([s.describe() for s in spaces], indent=2))
+        return 0
+    print(f"{'space':<20} {'family':<10} {'subnets':>28} {'with resolution':>30}  description")
+    for s in spaces:
+        print(f"{s.name:<20} {s.family:<10} {s.cardinality():>28,} "
+              f"{s.cardinality(True):>30,}  {s.description}")
+    if args.name:
+        s = spaces[0]
+        for i, st in enumerate(s.stages):
+            print(f"  stage {i}: depth {list(st.depths)} kernel {list(st.kernels)} "
+                  f"ratio {list(st.ratios)}")
+        print(f"  resolutions: {s.resolutions[0]}..{s.resolutions[-1]} ({len(s.resolutions)} sizes)")
+    return 0
