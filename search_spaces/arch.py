@@ -62,7 +62,7 @@ class ArchConfig:
     def n_blocks(self) -> int:
         return sum(self.d)
 
-    def replace(self, **changes: Any) -> "ArchConfig":
+    def replace(self, **changes: Any) -> ArchConfig:
         data = {"ks": self.ks, "e": self.e, "r": self.r}
         data.update(changes)
         return ArchConfig(**data)
@@ -84,7 +84,7 @@ class ArchConfig:
         return f"r{self.r}:{stages}"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArchConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ArchConfig:
         """Read the nested form written by :meth:`to_dict` (``d`` is checked if present)."""
         if not isinstance(data, dict):
             raise ArchError(f"arch: expected an object, got {type(data).__name__}")
@@ -97,7 +97,7 @@ class ArchConfig:
         return arch
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchConfig":
+    def from_json(cls, text: str) -> ArchConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -135,7 +135,7 @@ def network_plan(family: str, width_mult: float = 1.0, n_classes: int = 1000,
     else:
         raise ValueError(f"unknown supernet family {family!r}; known: {', '.join(FAMILIES)}")
     if len(slots) != len(stage_widths):
-        raise ValueError(f"{family}: {len(slots)} stage depths given for {len(stage_widths)} stages")
+        raise ValueError(f"{family}: {len(slots)} stage depths for {len(stage_widths)} stages")
     stem_stride = 1 if small_input else 2
     if small_input:
         strides = [1] + strides[1:]
@@ -206,6 +206,7 @@ def layer_shapes(plan: NetworkPlan, arch: ArchConfig) -> list[LayerShape]:
     else:
         layers.append(LayerShape("feature_mix", hw, hw, c, plan.feature_mix_ch,
                                  act=plan.feature_mix_act))
-        layers.append(LayerShape("pool", hw, 1, plan.feature_mix_ch, plan.feature_mix_ch, bn=False))
+        mix = plan.feature_mix_ch
+        layers.append(LayerShape("pool", hw, 1, mix, mix, bn=False))
     layers.append(LayerShape("classifier", 1, 1, plan.feature_mix_ch, plan.n_classes, bn=False))
     return layers

@@ -68,6 +68,17 @@ def parse_resolutions(text: str) -> tuple[int, ...]:
         raise ValueError(f"resolutions {text!r}: expected 'LO-HI:STEP' or 'R1,R2,...'") from None
 
 
+def _pick(have: tuple[int, ...], want: Sequence[int] | None, what: str,
+          where: str) -> tuple[int, ...]:
+    """Intersect a stage's choices with a phase's list; a fixed (single) choice stays."""
+    if want is None or len(have) == 1:
+        return have
+    got = tuple(v for v in have if v in set(want))
+    if not got:
+        raise ValueError(f"{where}: no {what} of {list(have)} is in {list(want)}")
+    return got
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A set of subnets of one supernet family.
@@ -159,7 +170,9 @@ class SearchSpace:
             for combo in itertools.product(*per_stage):
                 yield ArchConfig(ks=tuple(c[0] for c in combo), e=tuple(c[1] for c in combo), r=r)
 
-    def _stage_options(self, stage: StageChoices) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
+    def _stage_options(
+        self, stage: StageChoices
+    ) -> Iterator[tuple[tuple[int, ...], tuple[int, ...]]]:
         for d in stage.depths:
             for ks in itertools.product(stage.kernels, repeat=d):
                 if self.compound:
@@ -189,7 +202,8 @@ class SearchSpace:
                     errs.append(f"e of stage {i}: compound space {self.name} needs ratio {want} "
                                 f"at depth {len(ks)}, got {list(es)}")
         if arch.r not in self.resolutions:
-            errs.append(f"r={arch.r} not in resolutions {self.resolutions[0]}..{self.resolutions[-1]}")
+            lo, hi = self.resolutions[0], self.resolutions[-1]
+            errs.append(f"r={arch.r} not in resolutions {lo}..{hi}")
         return errs
 
     def validate(self, arch: ArchConfig) -> ArchConfig:
@@ -239,7 +253,8 @@ class SearchSpace:
                 errs.append(f"{key}: missing or not a list")
             elif len(v) != n:
                 errs.append(f"{key}: {len(v)} values given, space {self.name} needs {n}")
-            elif any(isinstance(x, bool) or not isinstance(x, (int, float)) or int(x) != x for x in v):
+            elif any(isinstance(x, bool) or not isinstance(x, (int, float)) or int(x) != x
+                     for x in v):
                 errs.append(f"{key}: values must be integers")
             else:
                 lists[key] = [int(x) for x in v]
@@ -276,26 +291,19 @@ class SearchSpace:
     # ------------------------------------------------------------ derived spaces
     def restrict(self, kernels: Sequence[int] | None = None, ratios: Sequence[int] | None = None,
                  depths: Sequence[int] | None = None, compound: bool | None = None,
-                 name: str | None = None) -> "SearchSpace":
+                 name: str | None = None) -> SearchSpace:
         """The sub-space a training phase samples from. Stages whose choice is fixed (one
         depth, one kernel) keep it; an empty intersection is an error."""
         new_stages = []
         for i, s in enumerate(self.stages):
-            def pick(have: tuple[int, ...], want: Sequence[int] | None, what: str) -> tuple[int, ...]:
-                if want is None or len(have) == 1:
-                    return have
-                got = tuple(v for v in have if v in set(want))
-                if not got:
-                    raise ValueError(f"restricting {self.name} stage {i}: no {what} of "
-                                     f"{list(have)} is in {list(want)}")
-                return got
-            new_stages.append(StageChoices(depths=pick(s.depths, depths, "depth"),
-                                           kernels=pick(s.kernels, kernels, "kernel"),
-                                           ratios=pick(s.ratios, ratios, "ratio")))
+            where = f"restricting {self.name} stage {i}"
+            new_stages.append(StageChoices(depths=_pick(s.depths, depths, "depth", where),
+                                           kernels=_pick(s.kernels, kernels, "kernel", where),
+                                           ratios=_pick(s.ratios, ratios, "ratio", where)))
         return replace(self, name=name or self.name, stages=tuple(new_stages),
                        compound=self.compound if compound is None else compound)
 
-    def with_resolutions(self, resolutions: Sequence[int]) -> "SearchSpace":
+    def with_resolutions(self, resolutions: Sequence[int]) -> SearchSpace:
         return replace(self, resolutions=tuple(resolutions))
 
     def describe(self) -> dict[str, Any]:

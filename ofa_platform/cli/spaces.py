@@ -31,5 +31,6 @@ def run(args: argparse.Namespace) -> int:
         for i, st in enumerate(s.stages):
             print(f"  stage {i}: depth {list(st.depths)} kernel {list(st.kernels)} "
                   f"ratio {list(st.ratios)}")
-        print(f"  resolutions: {s.resolutions[0]}..{s.resolutions[-1]} ({len(s.resolutions)} sizes)")
+        res = s.resolutions
+        print(f"  resolutions: {res[0]}..{res[-1]} ({len(res)} sizes)")
     return 0
