@@ -1,0 +1,133 @@
+"""The elastic inverted-residual (MBConv) block and its static twin.
+
+expand 1x1 + BN + act -> depthwise kxk + BN + act -> SE -> project 1x1 + BN (+ shortcut).
+Elastic: kernel size and expand ratio; the middle channels are
+``middle_channels(in_ch, ratio)``, the first ones of the stored maximum. Input and output
+widths are fixed per slot in every space, so only the middle width moves.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from search_spaces.blueprint import middle_channels, se_channels
+from search_spaces.ops.activations import activation_fn, make_activation
+from search_spaces.ops.batchnorm import DynamicBatchNorm2d
+from search_spaces.ops.depthwise import DynamicDepthwiseConv2d, depthwise_conv2d
+from search_spaces.ops.pointwise import DynamicPointwiseConv2d, pointwise_conv2d
+from search_spaces.ops.se import DynamicSE, SqueezeExcite
+
+__all__ = ["MBConv", "DynamicMBConv"]
+
+
+class MBConv(nn.Module):
+    """Static inverted-residual block; ``mid_ch == 0`` means no expansion layer."""
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: int, kernel: int, stride: int, act: str,
+                 se: bool, shortcut: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1
+                 ) -> None:
+        super().__init__()
+        dw_ch = mid_ch or in_ch
+        if mid_ch:
+            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch)
+            self.expand_bn: nn.Module = nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum)
+            self.expand_act: nn.Module = make_activation(act)
+        else:
+            self.expand_conv = self.expand_bn = self.expand_act = nn.Identity()
+        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride)
+        self.dw_bn = nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum)
+        self.dw_act = make_activation(act)
+        self.se: nn.Module = SqueezeExcite(dw_ch, se_channels(dw_ch)) if se else nn.Identity()
+        self.project_conv = pointwise_conv2d(dw_ch, out_ch)
+        self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum)
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.expand_act(self.expand_bn(self.expand_conv(x)))
+        h = self.se(self.dw_act(self.dw_bn(self.dw_conv(h))))
+        h = self.project_bn(self.project_conv(h))
+        return h + x if self.shortcut else h
+
+
+class DynamicMBConv(nn.Module):
+    """Inverted-residual block with elastic kernel and expand ratio (set by :meth:`set_active`).
+
+    The active choice is cached as plain ints so the forward does no arithmetic beyond the
+    weight slices.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_sizes: tuple[int, ...],
+                 ratios: tuple[int, ...], stride: int, act: str, se: bool, shortcut: bool,
+                 kernel_transform: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        self.kernel_sizes = tuple(sorted(set(kernel_sizes)))
+        self.ratios = tuple(sorted(set(ratios)))
+        self.act, self.use_se, self.shortcut = act, se, shortcut
+        self.max_mid = middle_channels(in_ch, self.ratios[-1])
+        self.expand_conv = DynamicPointwiseConv2d(in_ch, self.max_mid)
+        self.expand_bn = DynamicBatchNorm2d(self.max_mid, bn_eps, bn_momentum)
+        self.dw_conv = DynamicDepthwiseConv2d(self.max_mid, self.kernel_sizes, stride,
+                                              kernel_transform)
+        self.dw_bn = DynamicBatchNorm2d(self.max_mid, bn_eps, bn_momentum)
+        self.se = DynamicSE(self.max_mid) if se else None
+        self.project_conv = DynamicPointwiseConv2d(self.max_mid, out_ch)
+        self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum)
+        self._act = activation_fn(act)
+        self.set_active(self.kernel_sizes[-1], self.ratios[-1])
+
+    def set_active(self, kernel: int, ratio: int) -> None:
+        if kernel not in self.kernel_sizes or ratio not in self.ratios:
+            raise ValueError(f"kernel {kernel}/ratio {ratio} not in {self.kernel_sizes}/"
+                             f"{self.ratios}")
+        self.active_kernel = kernel
+        self.active_ratio = ratio
+        self.active_mid = middle_channels(self.in_ch, ratio)
+        self._se_hidden = se_channels(self.active_mid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mid, act = self.active_mid, self._act
+        h = act(self.expand_bn(self.expand_conv(x, mid)))
+        h = act(self.dw_bn(self.dw_conv(h, self.active_kernel)))
+        if self.se is not None:
+            h = self.se(h, self._se_hidden)
+        h = self.project_bn(self.project_conv(h))
+        return h + x if self.shortcut else h
+
+    @torch.no_grad()
+    def extract(self) -> MBConv:
+        """A static :class:`MBConv` with copies of the active weights and statistics."""
+        mid, k = self.active_mid, self.active_kernel
+        block = MBConv(self.in_ch, self.out_ch, mid, k, self.stride, self.act, self.use_se,
+                       self.shortcut, self.project_bn.eps, self.project_bn.momentum)
+        block.expand_conv = self.expand_conv.extract(self.in_ch, mid)
+        block.expand_bn = self.expand_bn.extract(mid)
+        block.dw_conv = self.dw_conv.extract(mid, k)
+        block.dw_bn = self.dw_bn.extract(mid)
+        if self.se is not None:
+            block.se = self.se.extract(mid)
+        block.project_conv = self.project_conv.extract(mid, self.out_ch)
+        block.project_bn.load_state_dict(self.project_bn.state_dict())
+        return block
+
+    @torch.no_grad()
+    def sort_channels(self) -> torch.Tensor:
+        """Reorder the middle channels by L1 importance of the projection weights (most
+        important first) in every layer that touches them; returns the order used."""
+        order = self.project_conv.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
+        self.project_conv.weight.copy_(self.project_conv.weight[:, order])
+        self.expand_conv.weight.copy_(self.expand_conv.weight[order])
+        self.dw_conv.weight.copy_(self.dw_conv.weight[order])
+        for bn in (self.expand_bn, self.dw_bn):
+            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+                t.copy_(t[order])
+        if self.se is not None:
+            self.se.permute_channels(order)
+            self.se.sort_hidden()
+        return order
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_ch}->{self.out_ch}, mid<={self.max_mid}, k={self.kernel_sizes}, "
+                f"e={self.ratios}, stride={self.stride}, act={self.act}, se={self.use_se}, "
+                f"shortcut={self.shortcut}")
