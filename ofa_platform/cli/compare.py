@@ -1,0 +1,42 @@
+"""``ofa-platform compare --experiment NAME [--out report.html] [--json]``.
+
+Prints the per-method comparison table (cost, accuracy, search time, ratios to OFA), writes the
+self-contained HTML report and logs it to MLflow as an artifact of a comparison run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compare", help="compare training methods from MLflow: table and "
+                              "HTML report", description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--out", default="report.html", help="HTML report path (default report.html)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON instead")
+    p.add_argument("--no-log", action="store_true",
+                   help="do not log the report to MLflow as a comparison run")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow URI (default: MLFLOW_TRACKING_URI, else the project's SQLite)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dashboards.compare import format_table
+    from dashboards.report import table_records, write_report
+
+    result = write_report(args.experiment, args.out, tracking_uri=args.tracking_uri,
+                          log_to_mlflow=not args.no_log)
+    if args.json:
+        print(json.dumps({"report": str(result.path.resolve()), "mlflow_run_id": result.run_id,
+                          "methods": table_records(result.table)}, indent=2))
+        return 0
+    print(format_table(result.table))
+    print(f"\nreport: {result.path.resolve()}")
+    if result.run_id:
+        print(f"logged to MLflow run {result.run_id} (artifact report.html)")
+    return 0

@@ -1,0 +1,318 @@
+"""Ray Jobs client logic behind ``ofa-platform submit`` and ``ofa-platform jobs``.
+
+Jobs go through Ray's Jobs API (``JobSubmissionClient``) rather than a hand-made scheduler, so
+the same command targets a laptop's local Ray and a cloud cluster. Ray 2.60 clusters may enforce
+token authentication; the Jobs client only attaches the token itself when the *client* process
+runs with ``RAY_AUTH_MODE=token``, so we load the token the way Ray does (``RAY_AUTH_TOKEN``,
+then ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``) and always send it as a bearer header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ofa_platform.errors import UserError
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "JOB_EXCLUDES",
+    "JobSummary",
+    "auth_headers",
+    "connect",
+    "follow_job",
+    "job_entrypoint",
+    "job_logs",
+    "job_status",
+    "known_jobs",
+    "list_jobs",
+    "load_token",
+    "project_root",
+    "resolve_address",
+    "stop_job",
+    "submit_job",
+    "wait_for_job",
+]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+
+# gitignore syntax, relative to the project root: what never travels with a job.
+JOB_EXCLUDES: tuple[str, ...] = (
+    "*.db", "*.db-journal", "mlruns/", "/results/", "/runs/", "/data/", ".venv/", "venv/",
+    ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", ".ofa_cache/",
+    ".cache/", "quickstart_out/", ".gl/", ".whl/", "/ref/", "benchmarks/.ref/", "*.egg-info/",
+    "*.html", "*.pth", "*.pt", "*.ckpt",
+)
+
+_TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def project_root() -> Path:
+    """The repository root: the working directory every job is shipped with."""
+    return Path(__file__).resolve().parents[1]
+
+
+def known_jobs(root: Path | None = None) -> list[str]:
+    """Entrypoint names in ``jobs/`` (``train``, ``search``, ``compare``...)."""
+    jobs_dir = (root or project_root()) / "jobs"
+    return sorted(p.stem for p in jobs_dir.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_address(address: str | None) -> str:
+    """The dashboard URL to talk to: ``--address``, else ``RAY_ADDRESS``, else the local one.
+
+    ``RAY_ADDRESS`` may name the GCS (``host:6379``) for ``ray.init``; the Jobs API needs the
+    dashboard, so a bare ``host:port`` that is not an http URL is only accepted from --address.
+    """
+    chosen = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not chosen or chosen == "auto":
+        return DEFAULT_ADDRESS
+    if chosen.startswith(("http://", "https://")):
+        return chosen.rstrip("/")
+    if chosen.startswith("ray://"):
+        raise UserError(f"address {chosen!r} is a Ray Client address; give the dashboard URL "
+                        "(http://HEAD:8265)")
+    return f"http://{chosen.rstrip('/')}"
+
+
+def load_token(token_file: str | Path | None = None) -> str | None:
+    """The cluster's auth token, looked up in Ray's own order; None when there is none.
+
+    An explicit ``token_file`` wins. A named file that is missing or empty is an error, as it is
+    for Ray itself: silently sending no token would only turn into a confusing 401 later.
+    """
+    if token_file is None:
+        env_token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+        if env_token:
+            return env_token
+        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or None
+        if token_file is None:
+            default = Path.home() / ".ray" / "auth_token"
+            return default.read_text().strip() or None if default.is_file() else None
+    path = Path(token_file).expanduser()
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise UserError(f"cannot read the Ray auth token file {path}: {exc.strerror}") from None
+    if not token:
+        raise UserError(f"the Ray auth token file {path} is empty")
+    return token
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The HTTP header Ray's dashboard checks (``Authorization: Bearer <token>``)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def connect(address: str | None = None, token_file: str | Path | None = None) -> Any:
+    """A ``JobSubmissionClient`` for the cluster, authenticated when a token is known.
+
+    Connection and authentication failures become one-line ``UserError``s naming the address.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    url = resolve_address(address)
+    headers = auth_headers(load_token(token_file))
+    try:
+        return JobSubmissionClient(url, headers=headers)
+    except ConnectionError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot reach the Ray dashboard at {url}: {first}") from None
+    except RuntimeError as exc:
+        raise UserError(f"Ray dashboard at {url} refused the request: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def _rewrite_config_args(args: Sequence[str], root: Path, cwd: Path) -> list[str]:
+    """Job arguments with ``--config PATH`` made relative to the project root.
+
+    The job runs in an uploaded copy of the project, so a config must live inside it; a path
+    outside it (or missing) is caught here rather than as a FileNotFoundError on the cluster.
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            value, prefix, j = out[i + 1], "", i + 1
+        elif arg.startswith("--config="):
+            value, prefix, j = arg.split("=", 1)[1], "--config=", i
+        else:
+            continue
+        path = Path(value)
+        path = path if path.is_absolute() else cwd / path
+        if not path.is_file():
+            raise UserError(f"config file not found: {value}")
+        try:
+            rel = path.resolve().relative_to(root)
+        except ValueError:
+            raise UserError(f"config {value} is outside the project directory {root}; jobs "
+                            "only see the project, so put it under jobs/") from None
+        out[j] = prefix + rel.as_posix()
+    return out
+
+
+def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
+                   cwd: Path | None = None) -> str:
+    """The shell command a Ray Job runs for ``jobs/<job>.py`` with ``args`` quoted safely."""
+    import shlex
+
+    root = root or project_root()
+    names = known_jobs(root)
+    if job not in names:
+        raise UserError(f"unknown job {job!r}; choose from {', '.join(names) or '(none)'}")
+    rewritten = _rewrite_config_args(args, root, cwd or Path.cwd())
+    return shlex.join(["python", f"jobs/{job}.py", *rewritten])
+
+
+def _is_local(url: str) -> bool:
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    return host in {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _job_env(url: str, mlflow_uri: str | None) -> dict[str, str]:
+    """Environment for the job: the MLflow URI the job must write to.
+
+    An explicit URI or ``MLFLOW_TRACKING_URI`` is passed through. For a local cluster the
+    default is this project's SQLite store (absolute path, same machine). A remote cluster
+    without either keeps its own ``MLFLOW_TRACKING_URI`` (set on the head by ray_cluster.yaml).
+    """
+    uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and _is_local(url):
+        uri = f"sqlite:///{project_root() / 'mlflow.db'}"
+    env = {"PYTHONUNBUFFERED": "1"}
+    if uri:
+        env["MLFLOW_TRACKING_URI"] = uri
+    return env
+
+
+def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | None = None,
+               num_cpus: float | None = None, num_gpus: float | None = None,
+               root: Path | None = None) -> str:
+    """Submit ``jobs/<job>.py`` with the project as working_dir; returns the job id."""
+    root = root or project_root()
+    entrypoint = job_entrypoint(job, args, root)
+    runtime_env = {
+        "working_dir": str(root),
+        "excludes": list(JOB_EXCLUDES),
+        "env_vars": _job_env(client.get_address(), mlflow_uri),
+    }
+    kwargs: dict[str, Any] = {}
+    if num_cpus is not None:
+        kwargs["entrypoint_num_cpus"] = num_cpus
+    if num_gpus is not None:
+        kwargs["entrypoint_num_gpus"] = num_gpus
+    try:
+        return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                 metadata={"ofa.job": job}, **kwargs)
+    except RuntimeError as exc:
+        raise UserError(f"job submission refused: {_one_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One row of ``ofa-platform jobs list``."""
+
+    job_id: str
+    status: str
+    entrypoint: str
+    start_time: float | None
+    end_time: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dict(self.__dict__)
+
+
+def list_jobs(client: Any) -> list[JobSummary]:
+    """Every job the cluster knows, newest first."""
+    rows = []
+    for info in client.list_jobs():
+        job_id = info.submission_id or info.job_id or "?"
+        rows.append(JobSummary(job_id, str(getattr(info.status, "value", info.status)),
+                               info.entrypoint, _seconds(info.start_time),
+                               _seconds(info.end_time)))
+    return sorted(rows, key=lambda r: r.start_time or 0.0, reverse=True)
+
+
+def _seconds(ms: int | None) -> float | None:
+    return ms / 1000.0 if ms else None
+
+
+def _checked(call: Callable[[], Any], job_id: str) -> Any:
+    try:
+        return call()
+    except RuntimeError as exc:
+        text = _one_line(exc)
+        if "404" in text or "does not exist" in text:
+            raise UserError(f"no such job: {job_id}") from None
+        raise UserError(f"Ray refused the request for job {job_id}: {text}") from None
+
+
+def job_status(client: Any, job_id: str) -> str:
+    """The job's status name (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
+    status = _checked(lambda: client.get_job_status(job_id), job_id)
+    return str(getattr(status, "value", status))
+
+
+def job_logs(client: Any, job_id: str) -> str:
+    """Everything the job's driver has printed so far."""
+    return _checked(lambda: client.get_job_logs(job_id), job_id)
+
+
+def stop_job(client: Any, job_id: str) -> bool:
+    """Ask Ray to stop the job; False when it had already ended."""
+    return bool(_checked(lambda: client.stop_job(job_id), job_id))
+
+
+def wait_for_job(client: Any, job_id: str, timeout_s: float | None = None,
+                 poll_s: float = 1.0) -> str:
+    """Block until the job reaches a terminal status and return it (no log streaming)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = job_status(client, job_id)
+        if status in _TERMINAL:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
+def follow_job(client: Any, job_id: str, out: TextIO | None = None) -> str:
+    """Stream the job's logs to ``out`` until it ends; returns the terminal status.
+
+    Ray's log tail is a websocket that carries our auth headers; if it drops (head restart,
+    proxy timeout) we fall back to polling the full log and printing what is new.
+    """
+    out = out or sys.stdout
+    printed = 0
+
+    async def _tail() -> None:
+        nonlocal printed
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+            printed += len(chunk)
+
+    try:
+        asyncio.run(_tail())
+    except Exception:  # noqa: BLE001 - any stream failure falls back to polling
+        pass
+    while True:
+        status = job_status(client, job_id)
+        logs = job_logs(client, job_id)
+        if len(logs) > printed:
+            out.write(logs[printed:])
+            out.flush()
+            printed = len(logs)
+        if status in _TERMINAL:
+            return status
+        time.sleep(1.0)
