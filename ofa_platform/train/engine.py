@@ -1,0 +1,438 @@
+"""The per-worker Ray Train loop: one job runs every phase of a schedule on a supernet.
+
+Each Ray Train worker runs :func:`train_loop_per_worker`. The design choices that matter:
+
+- **Same subnets everywhere.** Every worker draws the step's subnets and resolution from an RNG
+  seeded by ``(seed, global step)``, so DDP's gradient all-reduce adds gradients of the same
+  subnet on every rank, and the set of parameters that a step does not touch (inactive blocks,
+  unused kernel sizes) is the same on every rank.
+- **One all-reduce per optimizer step.** A step's subnets run forward/backward one at a time
+  (activations of one subnet in memory at once); all but the last run under DDP's
+  ``no_sync()``, so their gradients accumulate locally and the last backward all-reduces the
+  sum. ``find_unused_parameters=True`` marks the parameters no subnet of the step used (DDP
+  counts a parameter used in any ``no_sync`` pass as used), which is what makes the elastic
+  supernet work under DDP at all; it walks the autograd graph only on the synchronising pass.
+  Buffers are not broadcast per forward: BN statistics are recalibrated before evaluation.
+- **Resumable.** Once per epoch (a Ray report costs about 2 s, so never per step) rank 0 writes a
+  checkpoint (weights, optimizer, scaler, teacher weights, phase, epoch, step, RNG seed
+  derivation); a restarted worker group continues from ``ray.train.get_checkpoint()``.
+  Randomness is derived from ``(seed, epoch, rank)`` and ``(seed, step)``, so a resumed run
+  draws what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ofa_platform.train.schedule import Phase, Schedule
+from search_spaces.arch import ArchConfig
+from search_spaces.space import SearchSpace
+
+__all__ = ["EngineConfig", "train_loop_per_worker", "middle_arch", "eval_archs",
+           "param_groups", "STATE_FILE", "SUPERNET_FILE"]
+
+STATE_FILE = "train_state.pt"
+SUPERNET_FILE = "supernet.pt"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything a worker needs, resolved and validated by the driver before Ray starts.
+
+    ``schedule`` is already scaled (``Schedule.scaled``); ``batch_size`` is per worker.
+    ``amp`` is ``auto`` (bf16 where the GPU supports it, else fp16; off on CPU), ``bf16``,
+    ``fp16`` or ``off``. ``init_checkpoint`` is a supernet file whose weights the first phase
+    starts from instead of the fresh initialisation.
+    """
+
+    schedule: Schedule
+    space: str
+    data: str
+    batch_size: int = 64
+    seed: int = 0
+    subset: int | None = None
+    width_mult: float = 1.0
+    small_input: bool = False
+    amp: str = "auto"
+    recal_images: int = 512
+    val_limit: int | None = None
+    init_checkpoint: str | None = None
+    extra_report: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- pure helpers
+def middle_arch(space: SearchSpace, r: int | None = None) -> ArchConfig:
+    """The 'middle' subnet: per stage the middle depth, kernel and ratio (ratio coupled to the
+    depth in compound spaces); middle resolution unless ``r`` is given."""
+    ks, es = [], []
+    for s in space.stages:
+        d = s.depths[len(s.depths) // 2]
+        k = s.kernels[len(s.kernels) // 2]
+        e = s.coupled_ratio(d) if space.compound else s.ratios[len(s.ratios) // 2]
+        ks.append((k,) * d)
+        es.append((e,) * d)
+    res = space.resolutions[len(space.resolutions) // 2] if r is None else r
+    return ArchConfig(ks=tuple(ks), e=tuple(es), r=res)
+
+
+def eval_archs(space: SearchSpace) -> dict[str, ArchConfig]:
+    """The three subnets evaluated every epoch, under their metric suffixes."""
+    return {"smallest": space.smallest(), "middle": middle_arch(space),
+            "largest": space.largest()}
+
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 no_decay_bn_bias: bool) -> list[dict[str, Any]]:
+    """Two SGD groups: weight decay on conv/linear weights only (OFA's recipe exempts BN and
+    biases, whose decay only shrinks the network's scale without regularising it)."""
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+            (no_decay if no_decay_bn_bias and (is_bn or name == "bias" or p.ndim <= 1)
+             else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _arch_digest(keys: Sequence[str]) -> float:
+    """A number that changes when any sampled subnet changes (MLflow metrics are numbers)."""
+    h = hashlib.sha256("|".join(keys).encode()).digest()
+    return float(int.from_bytes(h[:6], "big"))
+
+
+# --------------------------------------------------------------------------- worker state
+@dataclass
+class _State:
+    """What survives a restart (saved in ``STATE_FILE`` with the optimizer)."""
+
+    epoch: int = 0  # next global epoch to run
+    step: int = 0  # global optimizer steps done
+    started_phase: int = -1  # last phase whose start actions (sort, init, teacher) ran
+    snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    resumed_from: int = -1
+
+
+class _Worker:
+    """One worker's training objects; methods are the parts of the loop."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from ofa_platform.datasets import load_dataset, parse_data_spec
+        from search_spaces.registry import create_supernet
+        from search_spaces.spaces import get_space
+
+        self.cfg, self.schedule = cfg, cfg.schedule
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.cuda = self.device.type == "cuda"
+        self.dataset = load_dataset(parse_data_spec(cfg.data), subset=cfg.subset, seed=cfg.seed)
+        self.space = get_space(cfg.space).with_resolutions(self.dataset.resolutions)
+        self.max_res = max(self.space.resolutions)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self._make = lambda: create_supernet(
+            self.space, width_mult=cfg.width_mult, n_classes=self.dataset.n_classes,
+            small_input=cfg.small_input, dropout=self.schedule.dropout)
+        self.supernet = self._make()
+        if cfg.init_checkpoint:
+            from search_spaces.checkpoints import load_supernet
+            loaded, _ = load_supernet(cfg.init_checkpoint)
+            self.supernet.load_state_dict(loaded.state_dict())
+        self.state = _State()
+        self.opt_state: dict[str, Any] | None = None
+        self.scaler_state: dict[str, Any] | None = None
+        self._restore(ray.train.get_checkpoint())
+        mf = torch.channels_last if self.cuda else torch.contiguous_format
+        self.supernet.to(self.device, memory_format=mf)
+        self.model = ray.train.torch.prepare_model(
+            self.supernet, parallel_strategy_kwargs={"find_unused_parameters": True,
+                                                     "broadcast_buffers": False})
+        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
+        if self.scaler_state:
+            self.scaler.load_state_dict(self.scaler_state)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.teacher: nn.Module | None = None
+        n_train = self.dataset.n_train
+        self.steps_per_epoch = max(1, n_train // (cfg.batch_size * self.world))
+
+    # ----------------------------------------------------------------- checkpointing
+    def _restore(self, checkpoint: Any) -> None:
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as d:
+            blob = torch.load(os.path.join(d, STATE_FILE), map_location="cpu",
+                              weights_only=True)
+        self.supernet.load_state_dict(blob["model"])
+        self.state = _State(epoch=blob["epoch"], step=blob["step"],
+                            started_phase=blob["started_phase"], snapshots=blob["snapshots"],
+                            resumed_from=blob["epoch"])
+        self.opt_state = blob["optimizer"]
+        self.scaler_state = blob["scaler"]
+
+    def _checkpoint_dir(self, phase_index: int) -> str:
+        """Rank 0 writes the state and a standalone supernet file (what MLflow archives)."""
+        from search_spaces.checkpoints import save_supernet
+
+        d = tempfile.mkdtemp(prefix="ofa_ckpt_")
+        s = self.state
+        blob = {"model": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step,
+                "started_phase": s.started_phase, "snapshots": s.snapshots,
+                "phase_index": phase_index, "space": self.cfg.space,
+                "rng": {"seed": self.cfg.seed, "torch": torch.get_rng_state()}}
+        torch.save(blob, os.path.join(d, STATE_FILE))
+        save_supernet(os.path.join(d, SUPERNET_FILE), self.supernet,
+                      extra={"schedule": self.schedule.name, "epoch": s.epoch,
+                             "phase_index": phase_index})
+        return d
+
+    # ----------------------------------------------------------------- phases
+    def _new_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        o = self.schedule.optimizer
+        groups = param_groups(self.supernet, o.weight_decay, o.no_decay_bn_bias)
+        return torch.optim.SGD(groups, lr=phase.lr, momentum=o.momentum, nesterov=o.nesterov)
+
+    def _teacher_names(self) -> set[str]:
+        first = self.schedule.phases[0].name
+        return {p.teacher_phase or first for p in self.schedule.phases
+                if p.distillation == "teacher"}
+
+    def start_phase(self, index: int) -> None:
+        """Phase start actions: snapshot the finished teacher phase, re-init or keep weights,
+        sort channels, fresh optimizer (per-phase LR schedules restart momentum as OFA's
+        separate jobs do), and the frozen teacher."""
+        phase = self.schedule.phases[index]
+        resumed_here = self.state.started_phase >= index
+        if not resumed_here:
+            if index > 0:
+                prev = self.schedule.phases[index - 1]
+                if prev.name in self._teacher_names():
+                    self.state.snapshots[prev.name] = {
+                        k: v.detach().cpu().clone() for k, v in self.supernet.state_dict().items()}
+                if phase.init == "scratch":
+                    fresh = self._make().state_dict()
+                    self.supernet.load_state_dict(fresh)
+            if phase.sort_channels:
+                self.supernet.sort_channels()
+            self.state.started_phase = index
+        one_cosine = self.schedule.lr_schedule == "global_cosine"
+        if self.optimizer is None or not one_cosine:
+            self.optimizer = self._new_optimizer(phase)
+            # A restored optimizer belongs to the phase it was saved in: reuse it when the run
+            # resumes inside that phase, or always when one cosine spans the whole job.
+            if self.opt_state is not None and (resumed_here or one_cosine):
+                self.optimizer.load_state_dict(self.opt_state)
+        if phase.sort_channels and not resumed_here:
+            self.optimizer.state.clear()  # momentum buffers no longer match sorted channels
+        self.opt_state = None
+        self.teacher = self._build_teacher(phase)
+        self.phase_space = phase.space(self.space)
+
+    def _build_teacher(self, phase: Phase) -> nn.Module | None:
+        if phase.distillation != "teacher":
+            return None
+        name = phase.teacher_phase or self.schedule.phases[0].name
+        teacher = self._make()
+        teacher.load_state_dict(self.state.snapshots[name])
+        teacher.set_active(self.space.largest())
+        teacher.eval().requires_grad_(False)
+        mf = torch.channels_last if self.cuda else torch.contiguous_format
+        return teacher.to(self.device, memory_format=mf)
+
+    # ----------------------------------------------------------------- one epoch
+    def _batches(self, epoch: int, train: bool, resolution: int, rank: int,
+                 world: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from ofa_platform.datasets import iterate_batches
+
+        return iter(iterate_batches(self.dataset, batch_size=self.cfg.batch_size,
+                                    resolution=resolution, train=train, seed=self.cfg.seed,
+                                    epoch=epoch, rank=rank, world_size=world))
+
+    def train_epoch(self, epoch: int, phase: Phase) -> dict[str, float]:
+        from ofa_platform.train.eps import schedule_beta
+        from ofa_platform.train.losses import subnet_loss
+        from ofa_platform.train.lr import schedule_lr
+        from ofa_platform.train.sampling import sample_step
+
+        torch.manual_seed(self.cfg.seed * 1_000_003 + epoch * 101 + self.rank)  # dropout
+        self.model.train()
+        sched, cfg = self.schedule, self.cfg
+        spe = self.steps_per_epoch
+        total_batch = cfg.batch_size * self.world
+        losses: list[float] = []
+        keys: list[str] = []
+        lr = beta = 0.0
+        batches = self._batches(epoch, True, self.max_res, self.rank, self.world)
+        t0 = time.perf_counter()
+        n_images = 0
+        for i in range(spe):
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            step = epoch * spe + i  # the global step: seeds sampling, places LR and beta
+            lr = schedule_lr(sched, step, spe, total_batch)
+            beta = schedule_beta(sched, step, spe, total_batch)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            sample = sample_step(phase, self.phase_space, seed=cfg.seed, global_step=step)
+            chosen = list(zip(sample.archs, sample.full_model))
+            if beta == 0.0:  # subnets would add zero gradient: skip their compute
+                chosen = [c for c in chosen if c[1]] or chosen[:1]
+            keys.extend(a.key for a, _ in chosen)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            r = sample.resolution
+            if x.shape[-1] != r:
+                x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False,
+                                  antialias=True)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            soft_targets = None
+            if self.teacher is not None:
+                with torch.no_grad(), self._autocast():
+                    soft_targets = self.teacher(x).float()
+            step_loss = 0.0
+            for j, (arch, is_full) in enumerate(chosen):
+                self.supernet.set_active(arch)
+                self.supernet.dropout.p = (sched.dropout if is_full
+                                           or not sched.dropout_full_model_only else 0.0)
+                with self._sync(j == len(chosen) - 1), self._autocast():
+                    logits = self.model(x).float()
+                    loss = subnet_loss(phase.distillation, logits, y,
+                                       smoothing=sched.label_smoothing,
+                                       teacher_logits=soft_targets,
+                                       weight=sched.distillation_weight,
+                                       temperature=sched.distillation_temperature,
+                                       is_full_model=is_full)
+                if phase.distillation == "inplace" and is_full:
+                    soft_targets = logits.detach()
+                weight = 1.0 if is_full else beta
+                self.scaler.scale(loss * weight).backward()
+                step_loss += float(loss.detach())
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            losses.append(step_loss / len(chosen))
+            self.state.step += 1
+            n_images += x.shape[0]
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - t0
+        stats = self._allreduce(torch.tensor([sum(losses), len(losses), n_images],
+                                             dtype=torch.float64))
+        return {"loss": float(stats[0] / max(stats[1], 1.0)), "lr": float(lr),
+                "beta": float(beta), "images_per_s": float(stats[2]) / max(elapsed, 1e-9),
+                "train_time_s": elapsed, "steps": float(len(losses)),
+                "arch_digest": _arch_digest(keys)}
+
+    def _sync(self, last: bool) -> AbstractContextManager[Any]:
+        no_sync = getattr(self.model, "no_sync", None)
+        return nullcontext() if last or no_sync is None else no_sync()
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _allreduce(self, t: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_initialized():
+            moved = t.to(self.device)
+            dist.all_reduce(moved)
+            return moved.cpu()
+        return t
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int) -> dict[str, float]:
+        """BN recalibration on the same training images on every rank, then top-1 of the
+        smallest, middle and largest subnet on this rank's shard of the validation split,
+        combined across ranks weighted by shard size."""
+        from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
+
+        out: dict[str, float] = {}
+        for name, arch in eval_archs(self.space).items():
+            recal: list[torch.Tensor] = []
+            n = 0
+            for x, _ in self._batches(epoch, True, arch.r, 0, 1):
+                recal.append(x)
+                n += x.shape[0]
+                if n >= self.cfg.recal_images:
+                    break
+            subnet = recalibrate_bn(self.supernet, arch, recal, self.device)
+            val = []
+            for x, y in self._batches(epoch, False, arch.r, self.rank, self.world):
+                val.append((x, y))
+                if self.cfg.val_limit and len(val) * self.cfg.batch_size >= self.cfg.val_limit:
+                    break
+            count = sum(int(y.shape[0]) for _, y in val)
+            acc = evaluate_top1(subnet, val, self.device) if count else 0.0
+            s = self._allreduce(torch.tensor([acc * count, count], dtype=torch.float64))
+            out[f"acc_{name}"] = float(s[0] / max(s[1], 1.0))
+        self.supernet.set_active(self.space.largest())
+        return out
+
+    # ----------------------------------------------------------------- driver of phases
+    def run(self) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        sched = self.schedule
+        for epoch in range(self.state.epoch, sched.total_epochs):
+            index = sched.phase_index_at(epoch)
+            phase = sched.phases[index]
+            if self.optimizer is None or self.state.started_phase < index:
+                self.start_phase(index)
+            t0 = time.perf_counter()
+            metrics = self.train_epoch(epoch, phase)
+            metrics.update(self.evaluate(epoch))
+            self.state.epoch = epoch + 1
+            metrics.update(epoch=float(epoch + 1), phase_index=float(index),
+                           phase=phase.name, epoch_time_s=time.perf_counter() - t0,
+                           resumed_from=float(self.state.resumed_from),
+                           epochs_total=float(sched.total_epochs),
+                           global_step=float(self.state.step), **self.cfg.extra_report)
+            if self.rank == 0:
+                d = self._checkpoint_dir(index)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
+            else:
+                ray.train.report(metrics, checkpoint=None)
+
+
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision on CUDA only: CPU autocast is slower than fp32 for these convs."""
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: ``config["engine"]`` is an :class:`EngineConfig`."""
+    cfg: EngineConfig = config["engine"]
+    torch.set_num_threads(max(1, int(config.get("threads", torch.get_num_threads()))))
+    _Worker(cfg).run()
