@@ -1,0 +1,513 @@
+"""The training driver: validate a request, run one Ray Train job, record it in MLflow.
+
+Only this driver (and its Ray Train callback, which runs in the Train controller, never in a
+worker) writes to MLflow, so a worker that dies loses nothing and a job that fails or is
+interrupted still records what it spent and ends FAILED or KILLED, never RUNNING.
+
+Every check that can fail on user input (schedule, space, data, checkpoint, hardware, sizes)
+runs in :func:`prepare` before Ray or MLflow start.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ofa_platform.errors import UserError
+
+__all__ = ["TrainRequest", "PreparedRun", "TrainOutcome", "prepare", "run_training",
+           "MlflowReportCallback", "unique_run_name", "default_storage_path",
+           "project_device_hours"]
+
+_PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def default_storage_path() -> str:
+    """Ray Train's storage for checkpoints: ``runs/ray`` in the project (absolute; ignored by
+    git). On a multi-node cluster pass a shared path instead."""
+    return str(_PROJECT_DIR / "runs" / "ray")
+
+
+def unique_run_name(schedule: str, space: str) -> str:
+    """A fresh name per job: in Ray 2.60 a reused run name silently resumes the old run."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{schedule}-{space}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What a user asks for (CLI flags or a Ray Job YAML), not yet validated.
+
+    ``space`` defaults to the schedule's space; ``batch_size`` is per worker;
+    ``small_input`` defaults to True for datasets of at most 64 px (CIFAR's stem keeps its
+    resolution); ``hardware`` defaults to ``cpu`` or the GPU kind the price table knows.
+    """
+
+    schedule: str
+    data: str
+    space: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    epoch_scale: float = 1.0
+    subset: int | None = None
+    experiment: str = "ofa-train"
+    seed: int = 0
+    batch_size: int = 64
+    width_mult: float = 1.0
+    small_input: bool | None = None
+    hardware: str | None = None
+    max_failures: int = 2
+    storage_path: str | None = None
+    tracking_uri: str | None = None
+    init_checkpoint: str | None = None
+    run_name: str | None = None
+    amp: str = "auto"
+    recal_images: int = 512
+    val_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A validated request: the values the job runs with."""
+
+    request: TrainRequest
+    full_schedule: Any  # Schedule as published (for projections)
+    schedule: Any  # Schedule scaled by epoch_scale (what runs)
+    space: str
+    engine: Any  # EngineConfig
+    hardware: Any  # HardwareSpec
+    n_devices: int
+    n_train: int
+    n_train_full: int
+    run_name: str
+    storage_path: str
+    tracking_uri: str
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished (or failed) job leaves: MLflow run, checkpoint, metrics, cost."""
+
+    run_id: str
+    run_name: str
+    status: str
+    checkpoint_dir: str | None
+    final_metrics: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- validation
+def _positive(value: float, what: str, *, integer: bool = True, zero_ok: bool = False) -> None:
+    bad = (isinstance(value, bool) or not isinstance(value, (int, float))
+           or (integer and int(value) != value) or value < 0 or (value == 0 and not zero_ok))
+    if bad:
+        raise UserError(f"{what}: expected a {'non-negative' if zero_ok else 'positive'} "
+                        f"{'integer' if integer else 'number'}, got {value!r}")
+
+
+def prepare(request: TrainRequest) -> PreparedRun:
+    """Validate everything a user can get wrong, without starting Ray or MLflow."""
+    from ofa_platform.costs import load_hardware
+    from ofa_platform.datasets import load_dataset, parse_data_spec
+    from ofa_platform.tracking import resolve_tracking_uri
+    from ofa_platform.train.engine import EngineConfig
+    from ofa_platform.train.schedule import load_schedule
+    from search_spaces.spaces import UnknownSpaceError, get_space
+
+    _positive(request.workers, "--workers")
+    _positive(request.batch_size, "--batch-size")
+    _positive(request.gpus_per_worker, "--gpus-per-worker", integer=False, zero_ok=True)
+    _positive(request.cpus_per_worker, "cpus per worker", integer=False)
+    _positive(request.max_failures, "max failures", zero_ok=True)
+    if request.subset is not None:
+        _positive(request.subset, "--subset")
+    if request.amp not in ("auto", "bf16", "fp16", "off"):
+        raise UserError(f"amp {request.amp!r}: expected auto, bf16, fp16 or off")
+    full = load_schedule(request.schedule)
+    schedule = full.scaled(request.epoch_scale)
+    space_name = request.space or full.space
+    try:
+        space = get_space(space_name)
+    except UnknownSpaceError as exc:
+        raise UserError(str(exc)) from None
+    for phase in full.phases:  # an empty restriction is a UserError naming the stage
+        phase.space(space)
+    spec = parse_data_spec(request.data)
+    dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
+    full_dataset = dataset if request.subset is None else load_dataset(spec, seed=request.seed)
+    if request.batch_size * request.workers > dataset.n_train:
+        raise UserError(f"batch {request.batch_size} x {request.workers} workers exceeds the "
+                        f"{dataset.n_train} training images; lower --batch-size or raise "
+                        "--subset")
+    if request.init_checkpoint:
+        _check_checkpoint(request.init_checkpoint, space_name)
+    gpus = request.gpus_per_worker > 0
+    hardware = load_hardware(request.hardware or ("cpu" if not gpus else _gpu_kind()))
+    n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
+    small = (max(dataset.resolutions) <= 64 if request.small_input is None
+             else request.small_input)
+    engine = EngineConfig(
+        schedule=schedule, space=space_name, data=request.data, batch_size=request.batch_size,
+        seed=request.seed, subset=request.subset, width_mult=request.width_mult,
+        small_input=small, amp=request.amp, recal_images=request.recal_images,
+        val_limit=request.val_limit, init_checkpoint=request.init_checkpoint)
+    return PreparedRun(
+        request=request, full_schedule=full, schedule=schedule, space=space_name,
+        engine=engine, hardware=hardware, n_devices=max(1, n_devices),
+        n_train=dataset.n_train, n_train_full=full_dataset.n_train,
+        run_name=request.run_name or unique_run_name(full.name, space_name),
+        storage_path=os.path.abspath(request.storage_path or default_storage_path()),
+        tracking_uri=resolve_tracking_uri(request.tracking_uri))
+
+
+def _check_checkpoint(path: str, space_name: str) -> None:
+    from search_spaces.checkpoints import load_supernet
+
+    p = Path(path)
+    if p.is_dir():
+        from ofa_platform.train.engine import SUPERNET_FILE
+
+        p = p / SUPERNET_FILE
+    if not p.is_file():
+        raise UserError(f"checkpoint {path}: no such file")
+    try:
+        supernet, _ = load_supernet(str(p))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from None
+    if supernet.space.name != space_name:
+        raise UserError(f"checkpoint {path} is a supernet of space {supernet.space.name!r}, "
+                        f"not {space_name!r}")
+
+
+def _gpu_kind() -> str:
+    """The price-table name of this machine's GPU (NVML name, lower case, first word that the
+    table knows), or ``v100`` (CompOFA's reference) when unknown."""
+    from ofa_platform.costs import load_hardware
+
+    try:
+        import torch
+
+        name = torch.cuda.get_device_name(0).lower()
+    except Exception:  # noqa: BLE001 - no CUDA on the driver: use the reference GPU
+        return "v100"
+    for word in name.replace("-", " ").split():
+        try:
+            load_hardware(word)
+            return word
+        except UserError:
+            continue
+    return "v100"
+
+
+# --------------------------------------------------------------------------- MLflow callback
+def _import_user_callback() -> type:
+    from ray.train import UserCallback
+
+    return UserCallback
+
+
+class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
+    """Logs each epoch's report to the job's MLflow run and its phase's nested run, and
+    prints a progress line. Runs in the Ray Train controller (not a worker); holds only
+    strings and numbers so it pickles."""
+
+    def __init__(self, tracking_uri: str, run_id: str, experiment_id: str,
+                 phases: list[dict[str, Any]], total_epochs: int, n_devices: int) -> None:
+        self.tracking_uri, self.run_id, self.experiment_id = tracking_uri, run_id, experiment_id
+        self.phases, self.total_epochs, self.n_devices = phases, total_epochs, n_devices
+        self.phase_runs: dict[int, str] = {}
+        self.t0: float | None = None
+        self.epochs_seen = 0
+        self.failures = 0
+
+    def _client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def _phase_run(self, client: Any, index: int) -> str:
+        if index in self.phase_runs:
+            return self.phase_runs[index]
+        for i, rid in list(self.phase_runs.items()):  # a new phase closes the previous ones
+            if i < index:
+                client.set_terminated(rid, "FINISHED")
+                del self.phase_runs[i]
+        p = self.phases[index]
+        run = client.create_run(self.experiment_id, run_name=p["name"],
+                                tags={"mlflow.parentRunId": self.run_id, "ofa.phase": p["name"],
+                                      "ofa.kind": "train_phase"})
+        rid = run.info.run_id
+        for key in ("phase_index", "start_epoch", "end_epoch"):
+            client.log_param(rid, key, p[key])
+        self.phase_runs[index] = rid
+        return rid
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
+        try:
+            self._log(metrics[0])
+        except Exception as exc:  # noqa: BLE001 - tracking must never kill training
+            print(f"[ofa-train] MLflow logging failed: {exc}", file=sys.stderr, flush=True)
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        self.failures += 1
+        try:
+            self._client().log_metric(self.run_id, "worker_failures", float(self.failures))
+        except Exception:  # noqa: BLE001 - tracking must never kill training
+            pass
+        first = next(iter(worker_exceptions.values()), None)
+        print(f"[ofa-train] worker failure {self.failures}: {type(first).__name__}: {first}",
+              flush=True)
+
+    def _log(self, m: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now = time.time()
+        if self.t0 is None:
+            self.t0 = now - float(m.get("epoch_time_s", 0.0))
+        self.epochs_seen += 1
+        epoch = int(m["epoch"])
+        index = int(m["phase_index"])
+        client = self._client()
+        names = ("loss", "lr", "beta", "acc_smallest", "acc_middle", "acc_largest",
+                 "images_per_s", "epoch_time_s", "train_time_s", "arch_digest", "steps")
+        values = {k: float(m[k]) for k in names if k in m}
+        values["images_per_s_per_device"] = values.get("images_per_s", 0.0) / self.n_devices
+        ts = int(now * 1000)
+        batch = [Metric(k, v, ts, epoch) for k, v in values.items()]
+        client.log_batch(self.run_id, metrics=batch)
+        client.log_batch(self._phase_run(client, index), metrics=batch)
+        done = epoch
+        rate = (now - self.t0) / max(self.epochs_seen, 1)
+        eta = rate * (self.total_epochs - done)
+        print(f"[ofa-train] epoch {done}/{self.total_epochs} phase {m.get('phase')} "
+              f"({index + 1}/{len(self.phases)}) loss {values.get('loss', float('nan')):.4f} "
+              f"acc S/M/L {values.get('acc_smallest', 0):.3f}/{values.get('acc_middle', 0):.3f}"
+              f"/{values.get('acc_largest', 0):.3f} {values.get('images_per_s', 0):.1f} img/s "
+              f"ETA {_hms(eta)}", flush=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# --------------------------------------------------------------------------- projection
+def project_device_hours(full_schedule: Any, n_train_full: int,
+                         phase_images_per_s_per_device: dict[str, float]) -> float:
+    """Device-hours the published recipe would take at the measured per-phase speeds.
+
+    A phase's speed depends on its subnets per step and teacher, so each phase is projected
+    at its own measured images/s per device; a phase that was not measured uses the slowest
+    measured one (a conservative estimate). Evaluation time is not included.
+    """
+    from ofa_platform.costs import project_device_hours as hours_at
+
+    if not phase_images_per_s_per_device:
+        return float("nan")
+    slowest = min(phase_images_per_s_per_device.values())
+    return sum(hours_at(max(phase_images_per_s_per_device.get(p.name, slowest), 1e-12),
+                        n_train_full, p.total_epochs) for p in full_schedule.phases)
+
+
+# --------------------------------------------------------------------------- the job
+def _tags(prep: PreparedRun) -> dict[str, str]:
+    return {"ofa.kind": "train", "ofa.method": prep.full_schedule.name, "ofa.space": prep.space,
+            "ofa.dataset": prep.request.data, "ofa.hardware": prep.hardware.name,
+            "ofa.ray_run_name": prep.run_name}
+
+
+def _params(prep: PreparedRun) -> dict[str, Any]:
+    r = prep.request
+    return {"schedule": prep.full_schedule.name, "space": prep.space, "data": r.data,
+            "workers": r.workers, "gpus_per_worker": r.gpus_per_worker,
+            "cpus_per_worker": r.cpus_per_worker, "n_devices": prep.n_devices,
+            "epoch_scale": r.epoch_scale, "subset": r.subset, "seed": r.seed,
+            "batch_size_per_worker": r.batch_size, "total_batch": r.batch_size * r.workers,
+            "width_mult": r.width_mult, "small_input": prep.engine.small_input,
+            "amp": r.amp, "max_failures": r.max_failures, "n_train": prep.n_train,
+            "epochs_total": prep.schedule.total_epochs,
+            "epochs_full_recipe": prep.full_schedule.total_epochs,
+            "phases": ",".join(f"{p.name}:{p.total_epochs}" for p in prep.schedule.phases),
+            "init_checkpoint": r.init_checkpoint, "ray_storage": prep.storage_path}
+
+
+def _ensure_ray(prep: PreparedRun) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(configure_logging=False)
+    have = ray.cluster_resources()
+    r = prep.request
+    need_gpu = r.workers * r.gpus_per_worker
+    if need_gpu and have.get("GPU", 0) < need_gpu:
+        raise UserError(f"{r.workers} workers x {r.gpus_per_worker} GPUs need {need_gpu:g} "
+                        f"GPUs; the Ray cluster has {have.get('GPU', 0):g}")
+    if have.get("CPU", 0) < r.workers * r.cpus_per_worker:
+        raise UserError(f"{r.workers} workers x {r.cpus_per_worker:g} CPUs need "
+                        f"{r.workers * r.cpus_per_worker:g} CPUs; the Ray cluster has "
+                        f"{have.get('CPU', 0):g}")
+
+
+def run_training(request: TrainRequest | PreparedRun,
+                 progress: Callable[[str], None] = print) -> TrainOutcome:
+    """Run a whole schedule as one Ray Train job and record it in MLflow.
+
+    Raises ``UserError`` for bad input (before any run exists). A job that fails after it
+    started returns its outcome with ``status == "FAILED"`` (the MLflow run says so and holds
+    the cost); ``KeyboardInterrupt`` ends the run KILLED and propagates.
+    """
+
+    from ofa_platform.tracking import tracked_run
+
+    prep = request if isinstance(request, PreparedRun) else prepare(request)
+    _ensure_ray(prep)
+    outcome = TrainOutcome(run_id="", run_name=prep.run_name, status="RUNNING",
+                           checkpoint_dir=None)
+    try:
+        with tracked_run(prep.request.experiment, prep.run_name, tags=_tags(prep),
+                         params=_params(prep), tracking_uri=prep.tracking_uri) as run:
+            outcome.run_id = run.info.run_id
+            progress(f"[ofa-train] MLflow run {outcome.run_id} ({prep.tracking_uri}); "
+                     f"Ray run {prep.run_name}; {prep.schedule.total_epochs} epochs in "
+                     f"{len(prep.schedule.phases)} phases on {prep.n_devices} "
+                     f"{'GPU' if prep.request.gpus_per_worker else 'CPU worker'}(s)")
+            _fit_and_record(prep, run, outcome, progress)
+            if outcome.error:
+                raise _JobFailed(outcome.error)
+    except _JobFailed:
+        pass
+    except KeyboardInterrupt:
+        outcome.status = "KILLED"
+        raise
+    except BaseException:
+        outcome.status = "FAILED"
+        raise
+    finally:
+        final = outcome.status if outcome.status in ("FINISHED", "KILLED") else "FAILED"
+        _close_phase_runs(prep.tracking_uri, outcome.run_id, final)
+    return outcome
+
+
+class _JobFailed(Exception):
+    """Marks the MLflow run FAILED after the cost of a failed job was recorded."""
+
+
+def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
+                    progress: Callable[[str], None]) -> None:
+    import mlflow
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ofa_platform.costs import EnergyMeter
+    from ofa_platform.tracking import log_cost
+    from ofa_platform.train.engine import SUPERNET_FILE, train_loop_per_worker
+
+    r = prep.request
+    phases = [{"name": p.name, "phase_index": i, "start_epoch": p.start_epoch,
+               "end_epoch": p.end_epoch} for i, p in enumerate(prep.schedule.phases)]
+    callback = MlflowReportCallback(prep.tracking_uri, run.info.run_id, run.info.experiment_id,
+                                    phases, prep.schedule.total_epochs, prep.n_devices)
+    resources = {"CPU": r.cpus_per_worker}
+    if r.gpus_per_worker:
+        resources["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"engine": prep.engine, "threads": max(1, int(r.cpus_per_worker))},
+        scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=prep.run_name, storage_path=prep.storage_path,
+                             failure_config=FailureConfig(max_failures=r.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             callbacks=[callback]),
+    )
+    meter = EnergyMeter(prep.hardware, prep.n_devices, use_nvml=r.gpus_per_worker > 0)
+    meter.start()
+    t0 = time.perf_counter()
+    result = None
+    try:
+        result = trainer.fit()
+        if result.error is not None:
+            outcome.error = f"{type(result.error).__name__}: {result.error}"
+    except KeyboardInterrupt:
+        outcome.status = "KILLED"
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded as the job's failure, cost still logged
+        outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    finally:
+        wall = time.perf_counter() - t0
+        meter.stop()
+        report = meter.report()  # device-hours = wall x devices; NVML energy where measured
+        device_hours = report.device_hours
+        log_cost(report)
+        outcome.cost = {k: float(getattr(report, k)) for k in
+                        ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")}
+        extra = _summary_metrics(prep, run.info.run_id)
+        extra["wall_s"] = wall
+        extra["energy_measured"] = float(meter.source == "nvml")
+        mlflow.log_metrics(extra)
+        outcome.final_metrics = extra
+        progress(f"[ofa-train] {wall:.1f} s, {device_hours:.4f} device-hours, "
+                 f"${report.dollars:.4f}, {report.energy_kwh:.5f} kWh, "
+                 f"{report.co2_kg:.5f} kg CO2; full recipe at this speed: "
+                 f"{extra.get('projected_full_device_hours', float('nan')):.1f} device-hours")
+    if outcome.error is None and result is not None and result.checkpoint is not None:
+        outcome.checkpoint_dir = result.checkpoint.path
+        with result.checkpoint.as_directory() as d:
+            mlflow.log_artifact(os.path.join(d, SUPERNET_FILE), artifact_path="checkpoint")
+        outcome.status = "FINISHED"
+    elif outcome.error is None:
+        outcome.error = "the job ended without a checkpoint"
+    if outcome.error:
+        outcome.status = "FAILED"
+        progress(f"[ofa-train] job failed: {outcome.error}")
+
+
+def _summary_metrics(prep: PreparedRun, run_id: str) -> dict[str, float]:
+    """epochs_run, measured images/s per device (per phase and overall) and the projected
+    device-hours of the full recipe, read back from the per-epoch metrics in MLflow (which
+    the controller wrote, so they survive worker failures)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(prep.tracking_uri)
+    ips = {int(m.step): m.value for m in
+           client.get_metric_history(run_id, "images_per_s_per_device")}
+    out: dict[str, float] = {"epochs_run": float(len(ips)),
+                             "epochs_total": float(prep.schedule.total_epochs)}
+    per_phase: dict[str, float] = {}
+    for i, p in enumerate(prep.schedule.phases):
+        vals = [v for e, v in ips.items() if p.start_epoch < e <= p.end_epoch]
+        if vals:
+            per_phase[p.name] = statistics.median(vals)
+            out[f"images_per_s_per_device_phase{i}"] = per_phase[p.name]
+    if ips:
+        out["images_per_s_per_device"] = statistics.median(ips.values())
+    out["projected_full_device_hours"] = project_device_hours(
+        prep.full_schedule, prep.n_train_full, per_phase)
+    return out
+
+
+def _close_phase_runs(tracking_uri: str, parent_id: str, status: str) -> None:
+    """End any nested phase run the controller left open (the last phase, or all of them
+    when the controller died)."""
+    if not parent_id:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_id)
+    for child in client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"):
+        if child.info.status == "RUNNING":
+            client.set_terminated(child.info.run_id, status)
