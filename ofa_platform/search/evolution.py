@@ -1,0 +1,225 @@
+"""OFA's evolutionary search for one efficiency target, on whole generations at once.
+
+The algorithm and defaults are OFA's: a population of 100 feasible archs; each generation the
+best 25 are parents, 50 children come from mutation (every gene resampled with probability 0.1)
+and 50 from crossover (every gene from either parent), and the best 25 of parents and children
+go on; 500 generations. What differs is the machinery: a population is a numpy array of genes,
+efficiency and accuracy are computed for a whole generation in one call each, and the
+constraint is handled by bounded resampling (a child still infeasible after a few rounds is
+replaced by a copy of its parent) instead of OFA's ``while True``. A target below the smallest
+subnet's cost is reported as infeasible with both numbers instead of being searched forever.
+Compound spaces keep each stage's ratio tied to its depth and cross whole stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ofa_platform.search.genes import GeneCodec
+from search_spaces.arch import ArchConfig
+
+__all__ = ["EvolutionConfig", "Fitness", "SearchResult", "evolve", "infeasible_result",
+           "with_generations"]
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """OFA's defaults. ``resample_rounds`` bounds the retries for infeasible children."""
+
+    population_size: int = 100
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    mutate_prob: float = 0.1
+    generations: int = 500
+    resample_rounds: int = 10
+
+    @property
+    def n_parents(self) -> int:
+        return max(2, int(round(self.parent_ratio * self.population_size)))
+
+    @property
+    def n_mutations(self) -> int:
+        return int(round(self.mutation_ratio * self.population_size))
+
+    @property
+    def n_crossovers(self) -> int:
+        return self.population_size - self.n_mutations
+
+
+@dataclass
+class Fitness:
+    """What a search optimises: ``accuracy(genes)`` under ``efficiency(genes) <= target``.
+    Both take and return whole populations. ``evaluations`` counts accuracy queries."""
+
+    codec: GeneCodec
+    accuracy: Scorer
+    efficiency: Scorer
+    unit: str = "ms"
+    evaluations: int = 0
+
+    def score(self, genes: np.ndarray) -> np.ndarray:
+        self.evaluations += len(genes)
+        return np.asarray(self.accuracy(genes), dtype=np.float64)
+
+    def smallest_cost(self) -> float:
+        return float(self.efficiency(self.codec.extreme(largest=False))[0])
+
+
+@dataclass
+class SearchResult:
+    """The outcome for one target. ``population`` (genes, accuracy, cost) is the final one,
+    which the bottom-up strategy hands to the next target."""
+
+    target: float
+    feasible: bool
+    arch: ArchConfig | None
+    accuracy: float
+    cost: float
+    unit: str
+    generations: int
+    evaluations: int
+    message: str = ""
+    genes: np.ndarray | None = None
+    population: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None,
+                                                                          repr=False)
+
+
+def infeasible_result(target: float, smallest: float, unit: str) -> SearchResult:
+    return SearchResult(
+        target=target, feasible=False, arch=None, accuracy=float("nan"), cost=float("nan"),
+        unit=unit, generations=0, evaluations=0,
+        message=f"target {target:g} {unit} is infeasible: the smallest subnet costs "
+                f"{smallest:.3f} {unit}")
+
+
+class _Ops:
+    """Mutation and crossover on gene arrays (compound-aware)."""
+
+    def __init__(self, codec: GeneCodec, config: EvolutionConfig) -> None:
+        self.codec = codec
+        self.config = config
+        self.n_choices = codec.n_choices.astype(np.float64)
+        # compound: crossover takes a whole stage (its kernels and depth) from one parent
+        if codec.compound:
+            col_group = np.zeros(codec.width, dtype=np.int64)
+            col_group[codec.k_cols] = codec.slot_stage
+            col_group[codec.e_cols] = codec.slot_stage
+            col_group[codec.d_cols] = np.arange(codec.n_stages)
+            col_group[codec.r_col] = codec.n_stages
+            self.col_group: np.ndarray | None = col_group
+        else:
+            self.col_group = None
+
+    def mutate(self, rng: np.random.Generator, parents: np.ndarray) -> np.ndarray:
+        shape = parents.shape
+        fresh = (rng.random(shape) * self.n_choices).astype(parents.dtype)
+        mask = rng.random(shape) < self.config.mutate_prob
+        return self.codec.couple(np.where(mask, fresh, parents))
+
+    def crossover(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.col_group is None:
+            take_a = rng.random(a.shape) < 0.5
+        else:
+            per_group = rng.random((len(a), self.codec.n_stages + 1)) < 0.5
+            take_a = per_group[:, self.col_group]
+        return self.codec.couple(np.where(take_a, a, b))
+
+
+def _repair(fitness: Fitness, rng: np.random.Generator, make: Callable[[np.ndarray], np.ndarray],
+            fallback: np.ndarray, target: float, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Children from ``make(index rows)``; infeasible ones are remade up to ``rounds`` times,
+    then replaced by ``fallback`` (feasible) rows. Returns genes and their costs."""
+    n = len(fallback)
+    todo = np.arange(n)
+    genes = fallback.copy()
+    cost = np.full(n, np.inf)
+    for _ in range(rounds):
+        if len(todo) == 0:
+            break
+        cand = make(todo)
+        c = np.asarray(fitness.efficiency(cand), dtype=np.float64)
+        ok = c <= target
+        genes[todo[ok]] = cand[ok]
+        cost[todo[ok]] = c[ok]
+        todo = todo[~ok]
+    if len(todo):
+        cost[todo] = np.asarray(fitness.efficiency(fallback[todo]), dtype=np.float64)
+    return genes, cost
+
+
+def _initial(fitness: Fitness, rng: np.random.Generator, ops: _Ops, target: float,
+             config: EvolutionConfig, seed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """A feasible population: the seed rows (feasible ones) and random samples; what random
+    sampling cannot find within the bounded rounds is filled by mutating feasible rows."""
+    codec, n = fitness.codec, config.population_size
+    have = [codec.extreme(largest=False)]
+    if seed is not None and len(seed):
+        c = np.asarray(fitness.efficiency(seed), dtype=np.float64)
+        have = [seed[c <= target][:n]] + ([] if (c <= target).any() else have)
+    pool = np.concatenate(have)
+    if seed is None:
+        pool = pool[:0]
+        for _ in range(config.resample_rounds):
+            cand = codec.random(rng, n)
+            c = np.asarray(fitness.efficiency(cand), dtype=np.float64)
+            pool = np.concatenate([pool, cand[c <= target]])
+            if len(pool) >= n:
+                break
+        if len(pool) == 0:
+            pool = codec.extreme(largest=False)
+    pool = pool[:n]
+    missing = n - len(pool)
+    if missing:
+        base = pool[rng.integers(0, len(pool), missing)]
+        extra, _ = _repair(fitness, rng, lambda idx: ops.mutate(rng, base[idx]), base, target,
+                           config.resample_rounds)
+        pool = np.concatenate([pool, extra])
+    return pool, np.asarray(fitness.efficiency(pool), dtype=np.float64)
+
+
+def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
+           config: EvolutionConfig = EvolutionConfig(), generations: int | None = None,
+           seed_population: np.ndarray | None = None) -> SearchResult:
+    """The most accurate arch whose cost is at most ``target`` (OFA's evolution)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    smallest = fitness.smallest_cost()
+    if smallest > target:
+        return infeasible_result(target, smallest, fitness.unit)
+    n_gen = config.generations if generations is None else generations
+    ops = _Ops(fitness.codec, config)
+    evals0 = fitness.evaluations
+    pop, cost = _initial(fitness, rng, ops, target, config, seed_population)
+    acc = fitness.score(pop)
+    n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
+    for _ in range(n_gen):
+        order = np.argsort(-acc, kind="stable")[:n_par]
+        parents, p_acc, p_cost = pop[order], acc[order], cost[order]
+        mi = rng.integers(0, n_par, n_mut)
+        m_genes, m_cost = _repair(
+            fitness, rng, lambda idx, p=parents, m=mi: ops.mutate(rng, p[m[idx]]),
+            parents[mi], target, config.resample_rounds)
+        ca, cb = rng.integers(0, n_par, n_cross), rng.integers(0, n_par, n_cross)
+        c_genes, c_cost = _repair(
+            fitness, rng,
+            lambda idx, p=parents, a=ca, b=cb: ops.crossover(rng, p[a[idx]], p[b[idx]]),
+            parents[ca], target, config.resample_rounds)
+        children = np.concatenate([m_genes, c_genes])
+        pop = np.concatenate([parents, children])
+        cost = np.concatenate([p_cost, m_cost, c_cost])
+        acc = np.concatenate([p_acc, fitness.score(children)])
+    best = int(np.argmax(acc))
+    final = np.argsort(-acc, kind="stable")[:config.population_size]
+    return SearchResult(
+        target=target, feasible=True, arch=fitness.codec.decode(pop[best:best + 1])[0],
+        accuracy=float(acc[best]), cost=float(cost[best]), unit=fitness.unit,
+        generations=n_gen, evaluations=fitness.evaluations - evals0, genes=pop[best].copy(),
+        population=(pop[final], acc[final], cost[final]))
+
+
+def with_generations(config: EvolutionConfig, generations: int) -> EvolutionConfig:
+    return replace(config, generations=generations)
