@@ -10,11 +10,9 @@ persistently, keyed by hardware, model, arch, resolution and batch size.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.search.cache import JsonMemo, atomic_write_text
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
 from search_spaces.blueprint import LayerShape, NetworkPlan, layer_shapes
@@ -32,7 +31,7 @@ from search_spaces.flops import layer_macs_params
 __all__ = [
     "AdditiveEstimator", "lut_key", "load_lut_dir", "write_lut_dir", "lut_estimator",
     "lut_latency_of_arch", "macs_estimator", "build_lut", "measure_latency", "hardware_key",
-    "LatencyMemo", "MeasuredLatency", "measure_layer_torch",
+    "MeasuredLatency", "measure_layer_torch",
 ]
 
 
@@ -244,20 +243,9 @@ def write_lut_dir(tables: Mapping[int, Mapping[str, Any]], directory: str | Path
     paths = []
     for r, table in sorted(tables.items()):
         path = _table_path(directory, r)
-        _atomic_write(path, yaml.safe_dump({k: dict(v) for k, v in table.items()}))
+        atomic_write_text(path, yaml.safe_dump({k: dict(v) for k, v in table.items()}))
         paths.append(path)
     return paths
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- measured latency
@@ -294,40 +282,13 @@ def measure_latency(model: Any, resolution: int, *, device: str = "cpu", batch_s
     return float(statistics.median(times))
 
 
-class LatencyMemo:
-    """A persistent ``key -> milliseconds`` store (a JSON file, rewritten atomically)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._data: dict[str, float] = {}
-        if self.path.is_file():
-            try:
-                self._data = {str(k): float(v) for k, v in json.loads(self.path.read_text())
-                              .items()}
-            except (ValueError, AttributeError):
-                raise UserError(f"latency memo {self.path} is not a JSON object") from None
-
-    def get(self, key: str) -> float | None:
-        return self._data.get(key)
-
-    def put_many(self, items: Mapping[str, float]) -> None:
-        if not items:
-            return
-        self._data.update(items)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, json.dumps(self._data, indent=0, sort_keys=True))
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class MeasuredLatency:
     """Latency measured on this machine's device, memoized by hardware, model, arch, resolution
     and batch size (CompOFA's memo forgot the resolution). ``measurements`` counts what this
     instance actually ran, so a repeated search can be checked to re-measure nothing."""
 
     def __init__(self, codec: GeneCodec, build_model: Callable[[ArchConfig], Any], *,
-                 model_tag: str, memo: LatencyMemo, device: str = "cpu", batch_size: int = 1,
+                 model_tag: str, memo: JsonMemo, device: str = "cpu", batch_size: int = 1,
                  warmup: int = 5, repeats: int = 20, hardware: str | None = None) -> None:
         self.codec = codec
         self.build_model = build_model

@@ -1,0 +1,86 @@
+"""``ofa-platform search``: the most accurate subnets under many efficiency targets at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
+    p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
+    p.add_argument("--width-mult", type=float, default=1.0, help="supernet width multiplier")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
+    src.add_argument("--predictor", help="accuracy predictor (OFA's published file or ours)")
+    p.add_argument("--latency", required=True,
+                   help="lut:DIR (OFA lookup tables) | measured:cpu | measured:cuda | macs")
+    p.add_argument("--targets", required=True, help="comma-separated targets, e.g. 15,20,25")
+    p.add_argument("--resolutions", help="e.g. 160-224:4 (default: the space's)")
+    p.add_argument("--strategy", default="vanilla",
+                   choices=["vanilla", "top-down", "bottom-up", "exhaustive"])
+    p.add_argument("--workers", type=int, default=1, help="Ray workers")
+    p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--generations", type=int, default=500, help="OFA: 500")
+    p.add_argument("--population-size", type=int, default=100, help="OFA: 100")
+    p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
+    p.add_argument("--experiment", default="search", help="MLflow experiment")
+    p.add_argument("--out", default="search_out", help="directory for pareto.parquet")
+    p.add_argument("--cache-dir", default=".ofa_cache",
+                   help="persistent latency and accuracy memos")
+    p.add_argument("--batch-size", type=int, help="measured latency batch (1 CPU, 64 CUDA)")
+    p.add_argument("--hardware", default="cpu", help="cost-model hardware of this search")
+    p.add_argument("--arch-samples", type=int, default=1000,
+                   help="--checkpoint: subnets evaluated to train the predictor (OFA: 1000)")
+    p.add_argument("--calib-images", type=int, default=2000, help="BN recalibration images")
+    p.add_argument("--val-subset", type=int, help="--checkpoint: validation images used")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ofa_platform.search.pareto import format_table
+    from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
+
+    req = SearchRequest(
+        space=args.space, targets=parse_targets(args.targets), latency=args.latency,
+        strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
+        checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
+        export=args.export, seed=args.seed, generations=args.generations,
+        population_size=args.population_size, data=args.data, experiment=args.experiment,
+        out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
+        hardware=args.hardware, n_arch_samples=args.arch_samples,
+        calib_images=args.calib_images, val_subset=args.val_subset,
+        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
+    out = run_search(req)
+    if args.json:
+        print(json.dumps(_clean({
+            "space": args.space, "strategy": args.strategy, "estimator": out.estimator,
+            "unit": out.unit, "search_time_s": out.search_time_s,
+            "evaluations": out.evaluations, "run_id": out.run_id,
+            "pareto": str(out.pareto_path), "exported": [str(p) for p in out.exported],
+            "predictor_metrics": out.predictor_metrics,
+            "results": [{**row, "arch": json.loads(row["arch_json"]) if row["arch_json"]
+                         else None} for row in out.rows]})))
+        return 0
+    print(format_table(out.rows, out.unit))
+    print(f"{args.strategy}: {len(out.rows)} targets in {out.search_time_s:.2f} s, "
+          f"{out.evaluations} evaluations; table {out.pareto_path}"
+          + (f"; MLflow run {out.run_id}" if out.run_id else ""))
+    return 0
+
+
+def _clean(value: object) -> object:
+    """JSON has no NaN: an unmeasured accuracy is null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value

@@ -1,0 +1,78 @@
+"""Persistent memos: measured latencies and evaluated accuracies survive between searches.
+
+A memo is a JSON object ``key -> number`` rewritten whole and renamed into place, so a crashed
+search never leaves half a file and a second search finds everything the first one paid for.
+Accuracy caches are one file per supernet checkpoint (its content hash) and evaluation setup,
+because the same arch has a different accuracy in another checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from ofa_platform.errors import UserError
+
+__all__ = ["JsonMemo", "atomic_write_text", "file_fingerprint", "accuracy_cache_path"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonMemo:
+    """A persistent ``str -> float`` store."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._data: dict[str, float] = {}
+        if self.path.is_file():
+            try:
+                raw = json.loads(self.path.read_text())
+                self._data = {str(k): float(v) for k, v in raw.items()}
+            except (ValueError, AttributeError, TypeError):
+                raise UserError(f"memo {self.path} is not a JSON object of numbers") from None
+
+    def get(self, key: str) -> float | None:
+        return self._data.get(key)
+
+    def put_many(self, items: Mapping[str, float]) -> None:
+        if not items:
+            return
+        self._data.update({k: float(v) for k, v in items.items()})
+        atomic_write_text(self.path, json.dumps(self._data, indent=0, sort_keys=True))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's content (first 16 hex digits): a checkpoint's identity."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def accuracy_cache_path(cache_dir: str | Path, checkpoint: str | Path, setup: str) -> Path:
+    """Where accuracies of ``checkpoint`` under an evaluation ``setup`` (data, subset, batch)
+    are kept."""
+    tag = hashlib.sha256(setup.encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"acc-{file_fingerprint(checkpoint)}-{tag}.json"

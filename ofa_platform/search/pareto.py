@@ -1,0 +1,120 @@
+"""What a search hands back: the Pareto table, the MLflow search run, exported subnets.
+
+The table has one row per target with the schema dashboards read (docs/architecture.md):
+``target_ms, feasible, arch_json, latency_ms, accuracy, measured_accuracy, macs, params``.
+Files are written to a temp name and renamed, so a failed search leaves no half a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ofa_platform.search.evolution import SearchResult
+from search_spaces.blueprint import NetworkPlan
+from search_spaces.flops import count_macs_params
+
+__all__ = ["PARETO_COLUMNS", "pareto_rows", "write_parquet", "format_table", "export_subnets"]
+
+PARETO_COLUMNS = ("target_ms", "feasible", "arch_json", "latency_ms", "accuracy",
+                  "measured_accuracy", "macs", "params")
+
+
+def pareto_rows(results: Sequence[SearchResult], plan: NetworkPlan,
+                measured: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per target; ``measured`` maps ``arch.key`` to an evaluated accuracy.
+    (``target_ms``/``latency_ms`` hold the estimator's unit, MMACs for ``macs``.)"""
+    rows = []
+    for res in results:
+        row: dict[str, Any] = {"target_ms": float(res.target), "feasible": bool(res.feasible),
+                               "arch_json": "", "latency_ms": float("nan"),
+                               "accuracy": float("nan"), "measured_accuracy": float("nan"),
+                               "macs": 0, "params": 0}
+        if res.feasible and res.arch is not None:
+            macs, params = count_macs_params(plan, res.arch)
+            row.update(arch_json=res.arch.to_json(), latency_ms=float(res.cost),
+                       accuracy=float(res.accuracy), macs=int(macs), params=int(params))
+            if measured and res.arch.key in measured:
+                row["measured_accuracy"] = float(measured[res.arch.key])
+        rows.append(row)
+    return rows
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path,
+                  columns: Sequence[str] | None = None) -> Path:
+    """Rows as a Parquet file, written whole then renamed into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = list(columns or (rows[0].keys() if rows else PARETO_COLUMNS))
+    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], unit: str = "ms") -> str:
+    """The table a person reads: target, cost, accuracy, MACs, arch."""
+    lines = [f"{'target':>8} {unit:>8} {'acc %':>7} {'meas %':>7} {'MMACs':>8}  arch"]
+    for r in rows:
+        if not r["feasible"]:
+            lines.append(f"{r['target_ms']:>8g} {'-':>8} {'-':>7} {'-':>7} {'-':>8}  infeasible")
+            continue
+        meas = r["measured_accuracy"]
+        meas_s = "-" if meas != meas else f"{100 * meas:.2f}"
+        arch = json.loads(r["arch_json"])
+        desc = f"r{arch['r']} d{''.join(map(str, arch['d']))}"
+        lines.append(f"{r['target_ms']:>8g} {r['latency_ms']:>8.2f} {100 * r['accuracy']:>7.2f} "
+                     f"{meas_s:>7} {r['macs'] / 1e6:>8.1f}  {desc}")
+    return "\n".join(lines)
+
+
+def export_subnets(results: Sequence[SearchResult], supernet: Any, directory: str | Path,
+                   unit: str = "ms") -> list[Path]:
+    """Every chosen subnet as a standalone TorchScript file (``supernet.extract(arch)``,
+    traced at its resolution: loadable with ``torch.jit.load`` and no project code) plus a
+    JSON sidecar with its arch, cost and accuracy."""
+    import torch
+
+    from ofa_platform.search.cache import atomic_write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for res in results:
+        if not res.feasible or res.arch is None:
+            continue
+        stem = f"subnet_{res.target:g}{unit}"
+        model = supernet.extract(res.arch).eval()
+        example = torch.zeros(1, 3, res.arch.r, res.arch.r)
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        path = directory / f"{stem}.pt"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.jit.save(traced, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {"arch": res.arch.to_dict(), "target": res.target, "cost": res.cost,
+                "unit": unit, "predicted_accuracy": res.accuracy, "model": path.name,
+                "spec": getattr(supernet, "spec", None)}
+        atomic_write_text(directory / f"{stem}.json", json.dumps(meta, indent=2, default=str))
+        paths.append(path)
+    return paths
+
+
