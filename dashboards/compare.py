@@ -110,7 +110,10 @@ def load_runs(experiment: str, tracking_uri: str | None = None) -> ExperimentRun
     """
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=resolve_uri(tracking_uri))
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"no MLflow store at {uri} (set MLFLOW_TRACKING_URI or --tracking-uri)")
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise UserError(f"unknown MLflow experiment {experiment!r} at {client.tracking_uri}")

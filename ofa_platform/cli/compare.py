@@ -26,6 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    # MLflow logs store migrations at INFO on stderr; the command's output is the table.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     from dashboards.compare import format_table
     from dashboards.report import table_records, write_report
 
