@@ -156,3 +156,23 @@ def test_restriction_outside_space_is_user_error() -> None:
         {"name": "a", "epochs": 1, "lr": 1, "restrict": {"kernels": [9]}}]})
     with pytest.raises(UserError, match="no kernel"):
         s.phases[0].space(get_space("ofa_mbv3"))
+
+
+def test_schedules_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from ofa_platform.cli import main
+
+    assert main(["schedules"]) == 0
+    out = capsys.readouterr().out
+    assert "ofa" in out and "605" in out and "330" in out
+    assert main(["schedules", "ofa"]) == 0
+    out = capsys.readouterr().out
+    assert "120+5" in out and "expand_2" in out and "605 epochs" in out
+    assert main(["schedules", "deps", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_epochs"] == 270 and data["tw_epoch"] == 150
+    assert [p["total_epochs"] for p in data["phases"]] == [145, 125]
+    assert main(["schedules", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown schedule 'nope'" in err and len(err.strip().splitlines()) == 1
