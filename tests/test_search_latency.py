@@ -1,0 +1,121 @@
+"""Latency tables, MACs and measured latency of the search."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ofa_platform.errors import UserError
+from ofa_platform.search.cache import JsonMemo
+from ofa_platform.search.genes import GeneCodec
+from ofa_platform.search.latency import (
+    MeasuredLatency,
+    build_lut,
+    load_lut_dir,
+    lut_estimator,
+    lut_latency_of_arch,
+    macs_estimator,
+    write_lut_dir,
+)
+from search_spaces.blueprint import network_plan
+from search_spaces.flops import count_macs_params
+from search_spaces.spaces import get_space
+
+NOTE10_RES = tuple(range(160, 225, 4))
+
+
+@pytest.fixture(scope="module")
+def note10(shared_data: Path) -> Path:
+    return shared_data / "ofa_mbv3_imagenet" / "latency_note10"
+
+
+def test_note10_tables_cover_every_arch_and_match_layer_walk(note10: Path) -> None:
+    space = get_space("ofa_mbv3")
+    codec = GeneCodec(space, NOTE10_RES)
+    plan = network_plan("mbv3", 1.2)
+    est = lut_estimator(codec, plan, note10)  # raises if any reachable layer is missing
+    tables = load_lut_dir(note10, NOTE10_RES)
+    rng = random.Random(1)
+    archs = [space.sample(rng).replace(r=rng.choice(NOTE10_RES)) for _ in range(300)]
+    archs += [space.smallest(160), space.largest(224)]
+    fast = est.of_archs(archs)
+    slow = np.array([lut_latency_of_arch(tables, plan, a) for a in archs])
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+    assert fast[-2] < fast[-1]
+    assert fast[-2] < 15 < 60 < fast[-1]  # the issue's targets lie inside the table's range
+
+
+def test_lut_missing_layer_is_a_user_error(note10: Path, tmp_path: Path) -> None:
+    for f in note10.glob("*_lookup_table.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    path = tmp_path / "192_lookup_table.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("expanded_conv")
+                 and "kernel:7" in line)
+    path.write_text("".join(lines[:start] + lines[start + 4:]))
+    codec = GeneCodec(get_space("ofa_mbv3"), NOTE10_RES)
+    with pytest.raises(UserError, match="192_lookup_table.yaml has no entry for layer "
+                                        "expanded_conv-.*kernel:7"):
+        lut_estimator(codec, network_plan("mbv3", 1.2), tmp_path)
+    with pytest.raises(UserError, match="no latency table for resolution 128"):
+        lut_estimator(GeneCodec(get_space("ofa_mbv3"), (128,)), network_plan("mbv3", 1.2),
+                      tmp_path)
+
+
+def test_macs_estimator_equals_analytic_count() -> None:
+    space = get_space("ofa_proxyless")
+    codec = GeneCodec(space)
+    plan = network_plan("proxyless", 1.3)
+    est = macs_estimator(codec, plan)
+    rng = random.Random(2)
+    archs = [space.sample(rng) for _ in range(50)]
+    want = [count_macs_params(plan, a)[0] / 1e6 for a in archs]
+    np.testing.assert_allclose(est.of_archs(archs), want, rtol=1e-12)
+
+
+def test_build_own_table_then_search_with_it(tmp_path: Path) -> None:
+    space = get_space("compofa_mbv3")
+    codec = GeneCodec(space, (128, 132))
+    plan = network_plan("mbv3", 1.0)
+    # a deterministic "device": latency proportional to MACs
+    from search_spaces.flops import layer_macs_params
+
+    tables = build_lut(plan, codec, lambda ly: [layer_macs_params(ly)[0] / 1e6] * 3)
+    write_lut_dir(tables, tmp_path)
+    est = lut_estimator(codec, plan, tmp_path)
+    archs = list(space.with_resolutions((128, 132)).enumerate())
+    want = macs_estimator(codec, plan).of_archs(archs)
+    np.testing.assert_allclose(est.of_archs(archs), want, rtol=1e-9)
+
+
+def _tiny_model(arch):  # noqa: ANN001, ANN202 - a cheap stand-in for supernet.extract
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4 * arch.d[0], 3), torch.nn.AdaptiveAvgPool2d(1))
+
+
+def test_measured_latency_memo_persists_and_keys_resolution(tmp_path: Path) -> None:
+    codec = GeneCodec(get_space("compofa_mbv3"), (128, 132))
+    memo_path = tmp_path / "memo.json"
+
+    def make() -> MeasuredLatency:
+        return MeasuredLatency(codec, _tiny_model, model_tag="tiny", memo=JsonMemo(memo_path),
+                               warmup=1, repeats=2, hardware="test-cpu")
+
+    space = codec.space.with_resolutions((128, 132))
+    a128 = space.smallest(128)
+    first = make()
+    v = first.of_archs([a128, a128, a128.replace(r=132)])
+    assert first.measurements == 2  # same arch at another resolution is another measurement
+    assert v[0] == v[1] and v[0] > 0
+    second = make()  # a new process would see the same file
+    assert list(second.of_archs([a128, a128.replace(r=132)])) == [v[0], v[2]]
+    assert second.measurements == 0
+    other_batch = MeasuredLatency(codec, _tiny_model, model_tag="tiny", memo=JsonMemo(memo_path),
+                                  warmup=1, repeats=2, hardware="test-cpu", batch_size=2)
+    other_batch.of_archs([a128])
+    assert other_batch.measurements == 1
