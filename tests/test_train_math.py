@@ -136,3 +136,14 @@ def test_sampling_is_deterministic_and_follows_the_rule() -> None:
         for arch in sample_step(comp.phases[2], cspace, seed=0, global_step=t).archs:
             assert all(len(set(e)) == 1 for e in arch.e)  # ratio coupled per stage
             assert cspace.contains(arch)
+
+
+def test_sandwich_marks_only_the_first_as_full_model() -> None:
+    from ofa_platform.train.schedule import parse_schedule
+
+    s = parse_schedule({"space": "deps_mbv3", "phases": [
+        {"name": "s", "epochs": 1, "lr": 1, "sampling": "sandwich", "subnets_per_step": 3,
+         "restrict": {"ratios": [6], "depths": [4]}}]})
+    space = s.phases[0].space(get_space("deps_mbv3"))  # one subnet: every draw is the largest
+    x = sample_step(s.phases[0], space, seed=0, global_step=0)
+    assert len(set(x.archs)) == 1 and x.full_model == (True, False, False)

@@ -22,8 +22,10 @@ __all__ = ["StepSample", "step_rng", "sample_step"]
 @dataclass(frozen=True)
 class StepSample:
     """The subnets of one step, all at ``resolution``. ``full_model[i]`` marks the largest
-    subnet of the phase's space (the in-place teacher; trained without β weighting).
-    In ``sandwich`` the full model is first, so its logits exist before the students'."""
+    subnet of the phase's space (the in-place teacher; trained without β weighting). In
+    ``sandwich`` only the first entry is marked (a random draw that happens to equal the
+    largest is still a student), and it comes first so its logits exist before the
+    students'; with other rules every draw equal to the largest is marked."""
 
     resolution: int
     archs: tuple[ArchConfig, ...]
@@ -56,5 +58,8 @@ def sample_step(phase: Phase, space: SearchSpace, *, seed: int, global_step: int
         archs = [space.sample(rng, phase.sampling).replace(r=r) for _ in range(n)]
     else:
         raise ValueError(f"unknown sampling rule {phase.sampling!r}")
-    return StepSample(resolution=r, archs=tuple(archs),
-                      full_model=tuple(a == largest for a in archs))
+    if phase.sampling == "sandwich":  # only the first is the teacher, even if a draw repeats it
+        full = tuple(i == 0 for i in range(len(archs)))
+    else:
+        full = tuple(a == largest for a in archs)
+    return StepSample(resolution=r, archs=tuple(archs), full_model=full)
