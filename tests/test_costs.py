@@ -86,3 +86,26 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cost", "--device-hours", "1", "--hardware", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown hardware 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_energy_meter_reads_nvml_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NVML path, with a stand-in module: counters in millijoules, times the PUE."""
+    import sys
+    import types
+
+    counters = {0: 1_000_000, 1: 5_000_000}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetTotalEnergyConsumption=lambda h: counters[h])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    hw = load_hardware("v100")
+    m = EnergyMeter(hw, devices=2).start()
+    assert m.source == "nvml"
+    counters[0] += 1_800_000_000  # 0.5 kWh on GPU 0
+    counters[1] += 1_800_000_000  # and on GPU 1
+    assert m.stop() == pytest.approx(1.0 * hw.pue)
+    assert m.report().energy_kwh == pytest.approx(1.0 * hw.pue)
+    one = EnergyMeter(hw, devices=1, gpu_indices=[1]).start()
+    counters[1] += 3_600_000
+    assert one.stop() == pytest.approx(0.001 * hw.pue)
