@@ -57,11 +57,13 @@ def test_compofa_epoch_tables() -> None:
         ("compound_1", 25, 0, 0.08, 4, "compound", "teacher", True),
         ("compound_2", 120, 5, 0.24, 4, "compound", "teacher", True),
     ]
-    assert s.phases[2].space(get_space(s.space)).cardinality() == 243
+    space = get_space(s.space)
+    assert [p.space(space).cardinality() for p in s.phases] == [1, 243, 243]
     ek = load_schedule("compofa_ek")
     assert ek.total_epochs == 455
     assert [p.total_epochs for p in ek.phases] == [180, 125, 25, 125]
-    assert ek.phases[1].lr == 0.96 and ek.phases[1].subnets_per_step == 1
+    assert ek.phases[1].lr == 2.6 and ek.phases[1].subnets_per_step == 1  # CompOFA's script
+    assert [p.lr for p in ek.phases[2:]] == [0.08, 0.24]
 
 
 def test_deps_recipes() -> None:
