@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="images per worker per step")
     p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=None,
+                   help="stem keeps small images' size (default: the dataset recipe's)")
     p.add_argument("--hardware", help="price-table entry (default: cpu, or the GPU kind)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts from the last checkpoint")
@@ -49,6 +51,7 @@ def request_from_args(args: argparse.Namespace) -> object:
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
         epoch_scale=args.epoch_scale, subset=args.subset, experiment=args.experiment,
         seed=args.seed, batch_size=args.batch_size, width_mult=args.width_mult,
+        small_input=args.small_input,
         hardware=args.hardware, max_failures=args.max_failures,
         storage_path=args.storage_path, init_checkpoint=args.init_checkpoint, amp=args.amp,
         val_limit=args.val_limit)

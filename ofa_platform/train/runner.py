@@ -47,8 +47,8 @@ class TrainRequest:
     """What a user asks for (CLI flags or a Ray Job YAML), not yet validated.
 
     ``space`` defaults to the schedule's space; ``batch_size`` is per worker;
-    ``small_input`` defaults to True for datasets of at most 64 px (CIFAR's stem keeps its
-    resolution); ``hardware`` defaults to ``cpu`` or the GPU kind the price table knows.
+    ``small_input`` defaults to the dataset recipe's (CIFAR: the stem keeps 32x32);
+    ``hardware`` defaults to ``cpu`` or the GPU kind the price table knows.
     """
 
     schedule: str
@@ -154,8 +154,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     gpus = request.gpus_per_worker > 0
     hardware = load_hardware(request.hardware or ("cpu" if not gpus else _gpu_kind()))
     n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
-    small = (max(dataset.resolutions) <= 64 if request.small_input is None
-             else request.small_input)
+    small = dataset.small_input if request.small_input is None else request.small_input
     engine = EngineConfig(
         schedule=schedule, space=space_name, data=request.data, batch_size=request.batch_size,
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
