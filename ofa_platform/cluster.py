@@ -47,7 +47,7 @@ JOB_EXCLUDES: tuple[str, ...] = (
     "*.db", "*.db-journal", "mlruns/", "/results/", "/runs/", "/data/", ".venv/", "venv/",
     ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".ruff_cache/", ".ofa_cache/",
     ".cache/", "quickstart_out/", ".gl/", ".whl/", "/ref/", "benchmarks/.ref/", "*.egg-info/",
-    "*.html", "*.pth", "*.pt", "*.ckpt",
+    "*.html", "*.pth", "*.pt", "*.ckpt", ".ofa_job/",
 )
 
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -118,9 +118,11 @@ def connect(address: str | None = None, token_file: str | Path | None = None) ->
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
-    headers = auth_headers(load_token(token_file))
+    token = load_token(token_file)
     try:
-        return JobSubmissionClient(url, headers=headers)
+        return JobSubmissionClient(url, headers=auth_headers(token))
+    except _auth_error_type() as exc:
+        raise UserError(_auth_message(url, token, exc)) from None
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot reach the Ray dashboard at {url}: {first}") from None
@@ -128,36 +130,84 @@ def connect(address: str | None = None, token_file: str | Path | None = None) ->
         raise UserError(f"Ray dashboard at {url} refused the request: {_one_line(exc)}") from None
 
 
+def _auth_error_type() -> type[BaseException]:
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # older Ray: no token auth, nothing to catch
+        return _NeverRaised
+    return AuthenticationError
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _auth_message(url: str, token: str | None, exc: BaseException) -> str:
+    if token is None or "Missing" in str(exc):
+        return (f"the Ray cluster at {url} requires its auth token: put it in ~/.ray/auth_token, "
+                "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or pass --token-file")
+    return f"the Ray cluster at {url} rejected the auth token (not this cluster's token?)"
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
 
 
-def _rewrite_config_args(args: Sequence[str], root: Path, cwd: Path) -> list[str]:
-    """Job arguments with ``--config PATH`` made relative to the project root.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+_MAX_INLINE_CONFIG = 64 * 1024
 
-    The job runs in an uploaded copy of the project, so a config must live inside it; a path
-    outside it (or missing) is caught here rather than as a FileNotFoundError on the cluster.
+
+def _config_slots(args: Sequence[str]) -> list[tuple[int, str, str]]:
+    """Where configs sit in the job's arguments: ``(index, prefix, path)``.
+
+    ``--config PATH``, ``--config=PATH`` and positional ``*.yaml/*.yml/*.json`` arguments (the
+    entrypoints take their recipe either way).
     """
-    out = list(args)
-    for i, arg in enumerate(out):
-        if arg == "--config" and i + 1 < len(out):
-            value, prefix, j = out[i + 1], "", i + 1
+    slots = []
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            slots.append((i + 1, "", args[i + 1]))
         elif arg.startswith("--config="):
-            value, prefix, j = arg.split("=", 1)[1], "--config=", i
-        else:
-            continue
+            slots.append((i, "--config=", arg.split("=", 1)[1]))
+        elif (not arg.startswith("-") and arg.lower().endswith(_CONFIG_SUFFIXES)
+              and (i == 0 or args[i - 1] != "--config")):
+            slots.append((i, "", arg))
+    return slots
+
+
+def _prepare_args(args: Sequence[str], root: Path, cwd: Path) -> tuple[list[str], list[str]]:
+    """Job arguments with config paths that work inside the job, plus shell steps to run first.
+
+    The job runs in an uploaded copy of the project: a config inside the project is passed by
+    its path relative to the root; one outside it travels inline in the entrypoint (written into
+    ``.ofa_job/`` of the job's working directory before the entrypoint starts). A missing config
+    fails here, before anything is submitted.
+    """
+    import base64
+    import shlex
+
+    out = list(args)
+    steps: list[str] = []
+    for n, (j, prefix, value) in enumerate(_config_slots(out)):
         path = Path(value)
         path = path if path.is_absolute() else cwd / path
         if not path.is_file():
             raise UserError(f"config file not found: {value}")
         try:
-            rel = path.resolve().relative_to(root)
+            out[j] = prefix + path.resolve().relative_to(root).as_posix()
+            continue
         except ValueError:
-            raise UserError(f"config {value} is outside the project directory {root}; jobs "
-                            "only see the project, so put it under jobs/") from None
-        out[j] = prefix + rel.as_posix()
-    return out
+            pass
+        data = path.read_bytes()
+        if len(data) > _MAX_INLINE_CONFIG:
+            raise UserError(f"config {value} is over {_MAX_INLINE_CONFIG // 1024} KiB and outside "
+                            f"the project {root}; move it under jobs/")
+        inline = f".ofa_job/{n}_{path.name}"
+        encoded = base64.b64encode(data).decode()
+        steps.append(f"mkdir -p .ofa_job && echo {encoded} | base64 -d > {shlex.quote(inline)}")
+        out[j] = prefix + inline
+    return out, steps
 
 
 def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
@@ -169,8 +219,9 @@ def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
     names = known_jobs(root)
     if job not in names:
         raise UserError(f"unknown job {job!r}; choose from {', '.join(names) or '(none)'}")
-    rewritten = _rewrite_config_args(args, root, cwd or Path.cwd())
-    return shlex.join(["python", f"jobs/{job}.py", *rewritten])
+    rewritten, steps = _prepare_args(args, root, cwd or Path.cwd())
+    command = shlex.join(["python", f"jobs/{job}.py", *rewritten])
+    return " && ".join([*steps, command])
 
 
 def _is_local(url: str) -> bool:

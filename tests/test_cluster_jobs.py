@@ -1,0 +1,209 @@
+"""End to end on a real local Ray cluster: ``ray start --head`` on loopback with its own ports,
+temp dir and token authentication, jobs submitted through ``ofa-platform submit``, MLflow runs
+checked, and only that cluster stopped (its own processes, found by its temp dir)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CLI = [str(BIN / "ofa-platform")]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class LocalCluster:
+    address: str        # dashboard URL for the Jobs API
+    temp_dir: Path
+    token_file: Path
+    env: dict[str, str]  # what a client needs: the token path, nothing else of ours
+
+
+def _own_processes(temp_dir: Path) -> list:
+    """Processes of this cluster only: their command line names its private temp dir."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(temp_dir) in " ".join(proc.info["cmdline"] or []):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return mine
+
+
+def _stop_cluster(head: subprocess.Popen, temp_dir: Path) -> None:
+    """SIGTERM the blocking ``ray start`` (it tears its node down), then any straggler of
+    ours by pid. Never ``ray stop``: that would kill every Ray on the machine."""
+    import psutil
+
+    if head.poll() is None:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait(timeout=10)
+    left = [p for p in _own_processes(temp_dir) if p.pid != os.getpid()]
+    for proc in left:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    # Short path: Ray's Unix sockets live under the temp dir and have a ~107 character limit.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ofa-ray-", dir="/tmp"))
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    gcs, dash, client, nm, om, agent_http, agent_grpc, metrics, rt_env = _free_ports(9)
+    # Worker ports: a block below the kernel's ephemeral range, so it cannot meet the others.
+    worker_lo = 20000 + secrets.randbelow(40) * 250
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_API_SERVER_ADDRESS"}}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file),
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    log = open(temp_dir / "head.log", "w")  # noqa: SIM115 - closed at teardown
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--ray-client-server-port={client}", f"--node-manager-port={nm}",
+         f"--object-manager-port={om}", f"--dashboard-agent-listen-port={agent_http}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+         f"--runtime-env-agent-port={rt_env}", f"--min-worker-port={worker_lo}",
+         f"--max-worker-port={worker_lo + 200}", "--num-cpus=4", "--num-gpus=0",
+         f"--temp-dir={temp_dir}", "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=temp_dir)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        _wait_for_dashboard(address, token_file.read_text(), head, temp_dir / "head.log")
+        yield LocalCluster(address, temp_dir, token_file,
+                           {"RAY_AUTH_TOKEN_PATH": str(token_file)})
+    finally:
+        _stop_cluster(head, temp_dir)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_dashboard(address: str, token: str, head: subprocess.Popen, log: Path,
+                        timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(f"{address}/api/jobs/",
+                                     headers={"Authorization": f"Bearer {token}"})
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            pytest.fail(f"ray start exited {head.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    pytest.fail(f"dashboard at {address} not up after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _cli(args: list[str], cluster: LocalCluster, mlflow_uri: str | None = None,
+         timeout: float = 400, with_token: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"}}
+    env["HOME"] = str(cluster.temp_dir)   # no ~/.ray/auth_token of the user's leaks in
+    if with_token:
+        env.update(cluster.env)
+    if mlflow_uri:
+        env["MLFLOW_TRACKING_URI"] = mlflow_uri
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _job_id(stdout: str) -> str:
+    line = next(x for x in stdout.splitlines() if x.startswith("submitted job "))
+    return line.split()[2]
+
+
+def test_without_token_is_refused_in_one_line(cluster: LocalCluster) -> None:
+    res = _cli(["jobs", "list", "--address", cluster.address], cluster, with_token=False)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "token" in res.stderr.lower() or "401" in res.stderr
+
+
+def test_bad_config_fails_fast_with_the_error_in_its_logs(cluster: LocalCluster,
+                                                         tmp_path: Path,
+                                                         mlflow_uri: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schedule: ofa\ndata: synthetic:64\nepochs_typo: 3\n")
+    start = time.monotonic()
+    res = _cli(["submit", "train", str(bad), "--address", cluster.address], cluster, mlflow_uri)
+    elapsed = time.monotonic() - start
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "FAILED" in res.stderr
+    assert "epochs_typo" in res.stdout        # the config error, followed from the job's logs
+    job_id = _job_id(res.stdout)
+    logs = _cli(["jobs", "logs", job_id, "--address", cluster.address], cluster)
+    assert logs.returncode == 0 and "unknown keys epochs_typo" in logs.stdout
+    listed = _cli(["jobs", "list", "--address", cluster.address], cluster)
+    assert job_id in listed.stdout and "FAILED" in listed.stdout
+    assert elapsed < 120, f"bad config took {elapsed:.0f} s to fail"
+
+
+def test_unknown_job_and_missing_config_fail_before_submitting(cluster: LocalCluster,
+                                                               tmp_path: Path) -> None:
+    res = _cli(["submit", "nope", "--address", cluster.address], cluster)
+    assert res.returncode == 2 and "unknown job 'nope'" in res.stderr
+    res = _cli(["submit", "train", str(tmp_path / "missing.yaml"), "--address",
+                cluster.address], cluster)
+    assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_stop_a_job(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> None:
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text("schedule: ofa\ndata: synthetic:64\nworkers: 1\nepoch_scale: 1.0\n")
+    res = _cli(["submit", "train", str(cfg), "--no-follow", "--address", cluster.address],
+               cluster, mlflow_uri)
+    assert res.returncode == 0, res.stderr
+    job_id = _job_id(res.stdout)
+    stop = _cli(["jobs", "stop", job_id, "--address", cluster.address], cluster)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout
+    from ofa_platform import cluster as ray_cluster
+
+    client = ray_cluster.connect(cluster.address, cluster.token_file)
+    assert ray_cluster.wait_for_job(client, job_id, timeout_s=60) == "STOPPED"
