@@ -123,3 +123,23 @@ def test_bad_specs_and_missing_paths(tmp_path: Path) -> None:
     (recipes / "odd.yaml").write_text("kind: tape\ncolour: red\n")
     with pytest.raises(UserError, match="colour: unknown key.*kind: 'tape'"):
         parse_data_spec("odd", datasets_dir=recipes)
+
+
+def _batches_on(device: str | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    images, labels = make_synthetic(96, seed=2)
+    ds = TensorImageDataset(images, labels)
+    return list(iterate_batches(ds, batch_size=32, resolution=24, train=True, seed=4, epoch=1,
+                                device=device))
+
+
+def test_device_path_matches_host_path() -> None:
+    for (xa, ya), (xb, yb) in zip(_batches_on(None), _batches_on("cpu")):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_augmentation_matches_cpu() -> None:
+    for (xa, ya), (xb, yb) in zip(_batches_on(None), _batches_on("cuda")):
+        assert xb.is_cuda and torch.equal(ya, yb.cpu())
+        assert torch.allclose(xa, xb.cpu(), atol=1e-4)
