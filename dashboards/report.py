@@ -108,6 +108,7 @@ def _fig_acc_vs_cost(table: pd.DataFrame, colors: dict[str, Any]) -> Any:
     ax.set_ylabel("top-1 accuracy (v smallest, ^ largest subnet)")
     ax.legend()
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
@@ -248,6 +249,7 @@ table.comparison{border-collapse:collapse;font-size:0.9em}
 table.comparison td,table.comparison th{padding:3px 8px;border-bottom:1px solid #eee;
 text-align:right}
 pre{background:#f6f6f6;padding:0.8em;overflow-x:auto}
+div.scroll{overflow-x:auto}
 """
 
 # Marks each figure with its rendered size, so a browser (or a test) can tell that it drew.
@@ -289,7 +291,7 @@ def build_report(experiment: str, tracking_uri: str | None = None) -> tuple[str,
         f"<h1>Comparison of training methods: {html.escape(experiment)}</h1>",
         f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from MLflow. "
         "<span id='render-status'>plots not rendered (JavaScript off)</span></p>",
-        "<h2>Summary</h2>", _table_html(table),
+        "<h2>Summary</h2>", f"<div class='scroll'>{_table_html(table)}</div>",
         f"<pre>{html.escape(format_table(table))}</pre>",
     ]
     for fig_id, title in FIGURES:
