@@ -33,7 +33,7 @@ from ofa_platform.errors import UserError
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DataSpec", "TensorImageDataset", "ImageFileDataset",
     "DatasetSplits", "default_datasets_dir", "list_dataset_recipes", "parse_data_spec",
-    "load_dataset", "make_synthetic", "iterate_batches",
+    "load_dataset", "train_size", "make_synthetic", "iterate_batches",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -422,6 +422,30 @@ def load_dataset(spec: DataSpec | str, *, subset: int | None = None, val_fractio
     loader = {"parquet": _load_parquet, "imagefolder": _load_imagefolder,
               "synthetic": _load_synthetic}[spec.kind]
     return loader(spec, subset, val_fraction, seed)
+
+
+def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0) -> int:
+    """How many training images :func:`load_dataset` would give without a subset, read from
+    Parquet metadata or a directory listing, without decoding anything (projections of a
+    full recipe's cost from a smoke run need it)."""
+    spec = parse_data_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == "synthetic":
+        n = spec.n or 2048
+    elif spec.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        assert spec.path is not None
+        f = spec.path if spec.path.is_file() else spec.path / "train.parquet"
+        if not f.is_file():
+            raise UserError(f"dataset path {spec.path} does not exist or has no train.parquet")
+        n = pq.ParquetFile(f).metadata.num_rows
+    else:
+        assert spec.path is not None
+        if not spec.path.is_dir():
+            raise UserError(f"dataset path {spec.path} does not exist or is not a directory")
+        root = spec.path / "train" if (spec.path / "train").is_dir() else spec.path
+        n = len(_folder_items(root)[0])
+    return len(_split(n, val_fraction, seed)[0])
 
 
 # --------------------------------------------------------------------------- batches

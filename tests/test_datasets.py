@@ -13,6 +13,7 @@ from ofa_platform.datasets import (
     load_dataset,
     make_synthetic,
     parse_data_spec,
+    train_size,
 )
 from ofa_platform.errors import UserError
 
@@ -29,6 +30,7 @@ def test_cifar_parquet_subset(shared_data: Path) -> None:
     assert torch.equal(again.val.images, d.val.images)  # the split is fixed by the seed
     other = load_dataset(spec, subset=300, val_fraction=0.2, seed=1)
     assert not torch.equal(other.val.labels, d.val.labels)
+    assert train_size(spec) == 45_000  # from the metadata, nothing decoded
     x, y = next(iterate_batches(d, batch_size=64, resolution=28, train=True, seed=0, epoch=0))
     assert x.shape == (64, 3, 28, 28) and x.dtype == torch.float32 and y.shape == (64,)
     assert abs(float(x.mean())) < 0.5 and 0.6 < float(x.std()) < 1.5  # normalised
@@ -102,6 +104,8 @@ def test_imagefolder_tree(tmp_path: Path) -> None:
     red = x[y == 0]  # colour survives decoding, cropping and normalisation
     if len(red):
         assert bool((red[:, 0].mean() > red[:, 2].mean()).all())
+    assert train_size(f"imagefolder:{tmp_path}", val_fraction=0.25) == d.n_train
+    assert train_size("synthetic:600") == load_dataset("synthetic:600").n_train
     sub = load_dataset(f"imagefolder:{tmp_path}", subset=4, val_fraction=0.25)
     assert sub.n_train + sub.n_val == 4
 
