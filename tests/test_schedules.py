@@ -151,6 +151,9 @@ def test_load_errors(tmp_path: Path) -> None:
     assert load_schedule("mine", schedules_dir=tmp_path).name == "mine"
     assert load_schedule(tmp_path / "mine.yaml").total_epochs == 3
     assert list_schedules(tmp_path) == ["broken", "mine"]
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump({**_minimal(), "name": "mine"}))
+    with pytest.raises(UserError, match="differs from the file name 'copy'"):
+        load_schedule("copy", schedules_dir=tmp_path)
 
 
 def test_restriction_outside_space_is_user_error() -> None:

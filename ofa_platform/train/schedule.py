@@ -15,7 +15,7 @@ then ``epochs`` of cosine decay, so it lasts ``warmup_epochs + epochs`` epochs (
 
 YAML layout (all keys optional unless marked)::
 
-    name: ofa                      # defaults to the file stem
+    name: ofa                      # optional; must equal the file stem when given
     description: ...
     space: ofa_mbv3                # required: the default search space
     optimizer: {type: sgd, momentum: 0.9, nesterov: true, weight_decay: 3.0e-5,
@@ -492,4 +492,7 @@ def load_schedule(name_or_path: str | Path, schedules_dir: str | Path | None = N
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "syntax error"
         raise UserError(f"schedule {path}: invalid YAML{at}: {problem}") from None
+    if isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"] != path.stem:
+        raise UserError(f"schedule {path}: name {data['name']!r} differs from the file name "
+                        f"{path.stem!r}; a recipe is known by its file name")
     return parse_schedule(data, name=path.stem, source=f"schedule {path}")
