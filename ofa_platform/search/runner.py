@@ -63,6 +63,8 @@ class SearchRequest:
     val_subset: int | None = None
     gpus_per_worker: float = 0.0
     log_mlflow: bool = True
+    measure_warmup: int = 5
+    measure_repeats: int = 20
 
 
 @dataclass
@@ -93,6 +95,7 @@ class SearchOutcome:
     unit: str
     estimator: str
     predictor_metrics: dict[str, float]
+    measurements: int = 0
 
 
 def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
@@ -170,7 +173,8 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
         memo = latency.JsonMemo(Path(req.cache_dir) / "latency_memo.json")
         tag = f"{plan.family}-w{plan.width_mult:g}-c{plan.n_classes}-s{int(plan.small_input)}"
         return latency.MeasuredLatency(codec, supernet.extract, model_tag=tag, memo=memo,
-                                       device=device, batch_size=batch)
+                                       device=device, batch_size=batch,
+                                       warmup=req.measure_warmup, repeats=req.measure_repeats)
     raise UserError(f"--latency {spec!r}: expected {LATENCY_CHOICES}")
 
 
@@ -298,7 +302,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
                          search_time_s=search_time, evaluations=fitness.evaluations,
                          exported=exported, unit=fitness.unit,
                          estimator=prepared.estimator_name,
-                         predictor_metrics=prepared.predictor_metrics)
+                         predictor_metrics=prepared.predictor_metrics,
+                         measurements=int(getattr(fitness.efficiency, "measurements", 0)))
 
 
 def _meter(req: SearchRequest) -> Any:

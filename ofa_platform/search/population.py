@@ -1,0 +1,278 @@
+"""Accuracy of subnet populations, evaluated in parallel by Ray Tune on reused actors.
+
+Accuracy of a subnet = BN recalibration on a fixed subset of training images (OFA: 2000,
+batch 200), then top-1 on the validation split. A population is cut into shards; each Tune
+trial evaluates one shard on an actor that Tune reuses (``reuse_actors=True``), which built
+the supernet (weights through the object store) and loaded the data once. A reused trial
+still costs about 100 ms of Tune bookkeeping, so shards are sized to keep that under 2% of
+the trial's evaluation time. Tune gives what a cluster needs: failed trials retried
+(``FailureConfig``), CPUs or GPU fractions per trial, machines scheduled by Ray. Results are
+cached persistently (arch and resolution -> accuracy) per supernet checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ofa_platform.errors import UserError
+from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
+from search_spaces.arch import ArchConfig
+
+__all__ = ["EvalSetup", "ShardEvaluator", "PopulationEvaluator", "shard_size_for",
+           "TUNE_TRIAL_OVERHEAD_S"]
+
+#: Measured cost of one reused Tune trial (issue 6), used to size shards.
+TUNE_TRIAL_OVERHEAD_S = 0.1
+
+
+@dataclass(frozen=True)
+class EvalSetup:
+    """How a subnet is evaluated; part of the accuracy cache's key."""
+
+    data: str
+    calib_images: int = 2000
+    calib_batch: int = 200
+    eval_batch: int = 200
+    val_subset: int | None = None
+    seed: int = 0
+
+    def key(self) -> str:
+        return (f"{self.data}|calib{self.calib_images}x{self.calib_batch}|eval{self.eval_batch}"
+                f"|val{self.val_subset}|seed{self.seed}")
+
+
+def shard_size_for(n: int, workers: int, seconds_per_subnet: float, *,
+                   overhead_s: float = TUNE_TRIAL_OVERHEAD_S, budget: float = 0.02) -> int:
+    """Subnets per trial: enough that ``overhead_s`` is at most ``budget`` of a trial, but no
+    more than an even split over the workers (so no worker idles while another has two)."""
+    need = math.ceil(overhead_s / (budget * max(seconds_per_subnet, 1e-6)))
+    even = math.ceil(n / max(1, workers))
+    return max(1, min(need, even))
+
+
+class ShardEvaluator:
+    """Holds a supernet and the evaluation data once; evaluates shards of archs."""
+
+    def __init__(self, supernet_spec: dict[str, Any], state_dict: dict[str, Any],
+                 setup: EvalSetup, device: str = "cpu") -> None:
+        import torch
+
+        from ofa_platform.datasets import load_dataset
+        from search_spaces.registry import create_supernet
+
+        self.setup, self.device = setup, device
+        self.supernet = create_supernet(**supernet_spec)
+        self.supernet.load_state_dict(state_dict)
+        self.supernet.to(device).eval()
+        self.splits = load_dataset(setup.data, seed=setup.seed)
+        self.torch = torch
+
+    def _batches(self, split: str, resolution: int, limit: int | None, batch: int) -> list[Any]:
+        from ofa_platform.datasets import iterate_batches
+
+        dataset = self.splits.train if split == "train" else self.splits.val
+        out, seen = [], 0
+        for x, y in iterate_batches(dataset, batch_size=batch, resolution=resolution,
+                                    train=False, seed=self.setup.seed, epoch=0,
+                                    mean=self.splits.mean, std=self.splits.std):
+            if limit is not None and seen >= limit:
+                break
+            if limit is not None and seen + len(x) > limit:
+                x, y = x[:limit - seen], y[:limit - seen]
+            out.append((x, y))
+            seen += len(x)
+        return out
+
+    def evaluate_one(self, arch: ArchConfig) -> float:
+        s = self.setup
+        calib = self._batches("train", arch.r, s.calib_images, s.calib_batch)
+        val = self._batches("val", arch.r, s.val_subset, s.eval_batch)
+        model = _recalibrate(self.supernet, arch, [x for x, _ in calib], self.device)
+        return _top1(model, val, self.device)
+
+    def evaluate(self, arch_dicts: Sequence[dict[str, Any]]) -> list[float]:
+        return [self.evaluate_one(ArchConfig.from_dict(d)) for d in arch_dicts]
+
+
+def _recalibrate(supernet: Any, arch: ArchConfig, images: list[Any], device: str) -> Any:
+    """The evaluation area's ``recalibrate_bn`` when present; else the same rule here: reset
+    every BN of the extracted subnet and average its batch statistics over ``images``."""
+    try:
+        from ofa_platform.evaluation import recalibrate_bn
+    except ImportError:
+        recalibrate_bn = None
+    if recalibrate_bn is not None:
+        return recalibrate_bn(supernet, arch, images, device)
+    import torch
+
+    model = supernet.extract(arch).to(device)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: each batch weighted equally
+    model.train()
+    with torch.no_grad():
+        for x in images:
+            model(x.to(device))
+    return model.eval()
+
+
+def _top1(model: Any, batches: list[Any], device: str) -> float:
+    try:
+        from ofa_platform.evaluation import evaluate_top1
+    except ImportError:
+        evaluate_top1 = None
+    if evaluate_top1 is not None:
+        return float(evaluate_top1(model, batches, device))
+    import torch
+
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in batches:
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+            total += len(y)
+    return correct / max(1, total)
+
+
+def _make_trainable() -> Any:
+    """The Tune trainable (built lazily: Ray is imported only when a search needs it)."""
+    from ray import tune
+
+    class ShardTrainable(tune.Trainable):
+        """One actor: supernet and data loaded in ``setup``; each reused trial swaps its shard
+        in ``reset_config`` and evaluates it in one ``step``."""
+
+        def setup(self, config: dict[str, Any], supernet_spec: dict[str, Any] | None = None,
+                  state_dict: dict[str, Any] | None = None, setup: EvalSetup | None = None,
+                  device: str = "cpu") -> None:
+            self.evaluator = ShardEvaluator(supernet_spec or {}, state_dict or {},
+                                            setup or EvalSetup("synthetic"), device)
+            self.shard = config["shard"]
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            self.shard = new_config["shard"]
+            return True
+
+        def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
+            return {"shard": self.shard["index"]}  # stateless: a retry re-evaluates its shard
+
+        def load_checkpoint(self, checkpoint: Any) -> None:
+            return None
+
+        def step(self) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            accs = self.evaluator.evaluate(self.shard["archs"])
+            return {"accs": accs, "shard": self.shard["index"], "eval_s":
+                    time.perf_counter() - t0, "done": True}
+
+    return ShardTrainable
+
+
+class PopulationEvaluator:
+    """Evaluates archs of one supernet checkpoint with Ray Tune, caching every accuracy."""
+
+    def __init__(self, supernet: Any, setup: EvalSetup, *, workers: int = 1,
+                 gpus_per_worker: float = 0.0, cache: JsonMemo | None = None,
+                 storage_dir: str | Path = ".ofa_cache/tune", max_failures: int = 2,
+                 seconds_per_subnet: float | None = None) -> None:
+        self.supernet, self.setup = supernet, setup
+        self.workers, self.gpus_per_worker = max(1, workers), gpus_per_worker
+        self.cache = cache
+        self.storage_dir = Path(storage_dir).resolve()
+        self.max_failures = max_failures
+        self.seconds_per_subnet = seconds_per_subnet
+        self.trials_run = 0
+        self.evaluated = 0
+
+    @classmethod
+    def from_request(cls, prepared: Any) -> PopulationEvaluator:
+        req = prepared.request
+        setup = EvalSetup(data=req.data, calib_images=req.calib_images,
+                          calib_batch=req.calib_batch, eval_batch=req.eval_batch,
+                          val_subset=req.val_subset, seed=req.seed)
+        cache = JsonMemo(accuracy_cache_path(Path(req.cache_dir), req.checkpoint, setup.key()))
+        return cls(prepared.supernet, setup, workers=req.workers,
+                   gpus_per_worker=req.gpus_per_worker, cache=cache,
+                   storage_dir=Path(req.cache_dir) / "tune")
+
+    def _spec_and_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        spec = dict(getattr(self.supernet, "spec", {}) or {})
+        if not spec:
+            raise UserError("the supernet has no spec to rebuild it on the workers")
+        state = {k: v.detach().cpu() for k, v in self.supernet.state_dict().items()}
+        return spec, state
+
+    def evaluate(self, archs: Sequence[ArchConfig]) -> list[float]:
+        """Accuracy of every arch (cached ones are not evaluated again)."""
+        keys = [a.key for a in archs]
+        known: dict[str, float] = {}
+        if self.cache is not None:
+            known = {k: v for k in keys if (v := self.cache.get(k)) is not None}
+        todo = list({a.key: a for a in archs if a.key not in known}.values())
+        if todo:
+            new = self._run_tune(todo)
+            known.update(new)
+            if self.cache is not None:
+                self.cache.put_many(new)
+        return [known[k] for k in keys]
+
+    def _run_tune(self, archs: list[ArchConfig]) -> dict[str, float]:
+        import ray
+        from ray import tune
+
+        spec, state = self._spec_and_state()
+        out: dict[str, float] = {}
+        per = self.seconds_per_subnet
+        if per is None:  # time the first subnet here to size the shards; keep its result
+            per, out[archs[0].key] = self._time_one(spec, state, archs[0])
+            archs = archs[1:]
+            if not archs:
+                return out
+        size = shard_size_for(len(archs), self.workers, per)
+        shards = [{"index": i, "archs": [a.to_dict() for a in archs[j:j + size]]}
+                  for i, j in enumerate(range(0, len(archs), size))]
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        device = "cuda" if self.gpus_per_worker > 0 else "cpu"
+        trainable = tune.with_parameters(_make_trainable(), supernet_spec=spec, state_dict=state,
+                                         setup=self.setup, device=device)
+        resources = {"cpu": 1, "gpu": self.gpus_per_worker} if self.gpus_per_worker else {
+            "cpu": 1}
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            param_space={"shard": tune.grid_search(shards)},
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=self.workers),
+            run_config=tune.RunConfig(
+                name=f"population-{int(time.time() * 1000)}",
+                storage_path=str(self.storage_dir), verbose=0,
+                stop={"training_iteration": 1},
+                failure_config=tune.FailureConfig(max_failures=self.max_failures)),
+        )
+        grid = tuner.fit()
+        errors = []
+        for result in grid:
+            if result.error is not None or "accs" not in (result.metrics or {}):
+                errors.append(result.error)
+                continue
+            shard = shards[int(result.metrics["shard"])]
+            for d, acc in zip(shard["archs"], result.metrics["accs"]):
+                out[ArchConfig.from_dict(d).key] = float(acc)
+        self.trials_run += len(shards)
+        if errors:
+            raise RuntimeError(f"{len(errors)} population shard(s) failed after "
+                               f"{self.max_failures} retries: {errors[0]}")
+        self.evaluated += len(out)
+        return out
+
+    def _time_one(self, spec: dict[str, Any], state: dict[str, Any],
+                  arch: ArchConfig) -> tuple[float, float]:
+        """Seconds one subnet takes here (sizes the shards), and its accuracy."""
+        evaluator = ShardEvaluator(spec, state, self.setup)
+        t0 = time.perf_counter()
+        acc = evaluator.evaluate_one(arch)
+        return time.perf_counter() - t0, acc
