@@ -24,9 +24,11 @@ def matrix_name(big: int, small: int) -> str:
     return f"matrix_{big}to{small}"
 
 
-def depthwise_conv2d(channels: int, kernel: int, stride: int) -> nn.Conv2d:
+def depthwise_conv2d(channels: int, kernel: int, stride: int,
+                     device: torch.device | str | None = None) -> nn.Conv2d:
     """The static twin: a plain 'same'-padded depthwise convolution without bias."""
-    return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
+    return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False,
+                     device=device)
 
 
 class DynamicDepthwiseConv2d(nn.Module):
@@ -86,7 +88,8 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     @torch.no_grad()
     def extract(self, channels: int, kernel: int) -> nn.Conv2d:
-        conv = depthwise_conv2d(channels, kernel, self.stride)
+        w = self.weight
+        conv = depthwise_conv2d(channels, kernel, self.stride, "meta").to_empty(device=w.device)
         conv.weight.copy_(self.active_weight(channels, kernel))
         return conv
 

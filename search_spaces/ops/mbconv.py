@@ -13,7 +13,7 @@ from torch import nn
 
 from search_spaces.blueprint import middle_channels, se_channels
 from search_spaces.ops.activations import activation_fn, make_activation
-from search_spaces.ops.batchnorm import DynamicBatchNorm2d
+from search_spaces.ops.batchnorm import DynamicBatchNorm2d, copy_batchnorm
 from search_spaces.ops.depthwise import DynamicDepthwiseConv2d, depthwise_conv2d
 from search_spaces.ops.pointwise import DynamicPointwiseConv2d, pointwise_conv2d
 from search_spaces.ops.se import DynamicSE, SqueezeExcite
@@ -25,22 +25,23 @@ class MBConv(nn.Module):
     """Static inverted-residual block; ``mid_ch == 0`` means no expansion layer."""
 
     def __init__(self, in_ch: int, out_ch: int, mid_ch: int, kernel: int, stride: int, act: str,
-                 se: bool, shortcut: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1
-                 ) -> None:
+                 se: bool, shortcut: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         dw_ch = mid_ch or in_ch
         if mid_ch:
-            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch)
-            self.expand_bn: nn.Module = nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum)
+            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch, device=device)
+            self.expand_bn: nn.Module = nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum, device=device)
             self.expand_act: nn.Module = make_activation(act)
         else:
             self.expand_conv = self.expand_bn = self.expand_act = nn.Identity()
-        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride)
-        self.dw_bn = nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum)
+        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride, device)
+        self.dw_bn = nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum, device=device)
         self.dw_act = make_activation(act)
-        self.se: nn.Module = SqueezeExcite(dw_ch, se_channels(dw_ch)) if se else nn.Identity()
-        self.project_conv = pointwise_conv2d(dw_ch, out_ch)
-        self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum)
+        self.se: nn.Module = (SqueezeExcite(dw_ch, se_channels(dw_ch), device) if se
+                              else nn.Identity())
+        self.project_conv = pointwise_conv2d(dw_ch, out_ch, device=device)
+        self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum, device=device)
         self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,8 +100,9 @@ class DynamicMBConv(nn.Module):
     def extract(self) -> MBConv:
         """A static :class:`MBConv` with copies of the active weights and statistics."""
         mid, k = self.active_mid, self.active_kernel
+        # Built on the meta device: every tensor is replaced by a copy below, so no init runs.
         block = MBConv(self.in_ch, self.out_ch, mid, k, self.stride, self.act, self.use_se,
-                       self.shortcut, self.project_bn.eps, self.project_bn.momentum)
+                       self.shortcut, self.project_bn.eps, self.project_bn.momentum, "meta")
         block.expand_conv = self.expand_conv.extract(self.in_ch, mid)
         block.expand_bn = self.expand_bn.extract(mid)
         block.dw_conv = self.dw_conv.extract(mid, k)
@@ -108,7 +110,7 @@ class DynamicMBConv(nn.Module):
         if self.se is not None:
             block.se = self.se.extract(mid)
         block.project_conv = self.project_conv.extract(mid, self.out_ch)
-        block.project_bn.load_state_dict(self.project_bn.state_dict())
+        block.project_bn = _copy_bn(self.project_bn)
         return block
 
     @torch.no_grad()
@@ -131,3 +133,10 @@ class DynamicMBConv(nn.Module):
         return (f"{self.in_ch}->{self.out_ch}, mid<={self.max_mid}, k={self.kernel_sizes}, "
                 f"e={self.ratios}, stride={self.stride}, act={self.act}, se={self.use_se}, "
                 f"shortcut={self.shortcut}")
+
+
+def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+    out = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, device="meta")
+    out = out.to_empty(device=bn.weight.device)
+    copy_batchnorm(bn, out, bn.num_features)
+    return out

@@ -11,9 +11,10 @@ from torch import nn
 __all__ = ["DynamicPointwiseConv2d", "pointwise_conv2d"]
 
 
-def pointwise_conv2d(in_ch: int, out_ch: int, bias: bool = False) -> nn.Conv2d:
+def pointwise_conv2d(in_ch: int, out_ch: int, bias: bool = False,
+                     device: torch.device | str | None = None) -> nn.Conv2d:
     """The static twin: a plain 1x1 convolution."""
-    return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
+    return nn.Conv2d(in_ch, out_ch, 1, bias=bias, device=device)
 
 
 class DynamicPointwiseConv2d(nn.Module):
@@ -42,7 +43,7 @@ class DynamicPointwiseConv2d(nn.Module):
 
     @torch.no_grad()
     def extract(self, in_ch: int, out_ch: int) -> nn.Conv2d:
-        conv = pointwise_conv2d(in_ch, out_ch)
+        conv = pointwise_conv2d(in_ch, out_ch, device="meta").to_empty(device=self.weight.device)
         conv.weight.copy_(self.active_weight(in_ch, out_ch))
         return conv
 

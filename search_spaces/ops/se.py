@@ -20,10 +20,11 @@ __all__ = ["DynamicSE", "SqueezeExcite"]
 class SqueezeExcite(nn.Module):
     """The static twin, with plain 1x1 convolutions ``reduce`` and ``expand``."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(channels, hidden, 1, bias=True)
-        self.expand = nn.Conv2d(hidden, channels, 1, bias=True)
+        self.reduce = nn.Conv2d(channels, hidden, 1, bias=True, device=device)
+        self.expand = nn.Conv2d(hidden, channels, 1, bias=True, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.mean((2, 3), keepdim=True)
@@ -60,7 +61,7 @@ class DynamicSE(nn.Module):
     @torch.no_grad()
     def extract(self, channels: int) -> SqueezeExcite:
         h = se_channels(channels)
-        se = SqueezeExcite(channels, h)
+        se = SqueezeExcite(channels, h, "meta").to_empty(device=self.reduce.weight.device)
         se.reduce.weight.copy_(self.reduce.weight[:h, :channels])
         se.reduce.bias.copy_(self.reduce.bias[:h])
         se.expand.weight.copy_(self.expand.weight[:channels, :h])

@@ -1,0 +1,240 @@
+"""Supernet checkpoints: ours (safe to load with ``weights_only=True``) and OFA's layout.
+
+Our file is ``{"format": FORMAT, "version": 1, "spec": <create_supernet kwargs>,
+"state_dict": ..., "extra": <plain data>}``: only tensors and plain Python values, so
+``torch.load(weights_only=True)`` reads it and nothing is unpickled as code.
+
+OFA and CompOFA publish ``torch.save({"state_dict": ...})`` with their own module names
+(``first_conv.``, ``blocks.N.conv.inverted_bottleneck.conv.conv.weight``,
+``...depth_conv.conv.7to5_matrix``, ``final_expand_layer.``, ``classifier.linear.``; older files
+say ``mobile_inverted_conv`` for ``conv``). :func:`ofa_key` maps each of our keys to OFA's, so
+loading and writing that layout is a renaming plus shape checks. CompOFA files carry no
+kernel-transform matrices; those load as identity (a plain centre crop).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ofa_platform.errors import UserError
+from search_spaces.supernet import Supernet
+
+__all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
+           "save_ofa_checkpoint", "ofa_key", "ofa_state_dict"]
+
+FORMAT = "ofa-platform-supernet"
+_VERSION = 1
+
+_STATIC_BLOCK = {  # the fixed first block (OFA: a static MBConvLayer)
+    "dw_conv.": "conv.depth_conv.conv.",
+    "dw_bn.": "conv.depth_conv.bn.",
+    "project_conv.": "conv.point_linear.conv.",
+    "project_bn.": "conv.point_linear.bn.",
+}
+_DYNAMIC_BLOCK = {  # the elastic slots (OFA: DynamicMBConvLayer, whose ops nest one level more)
+    "expand_conv.": "conv.inverted_bottleneck.conv.conv.",
+    "expand_bn.": "conv.inverted_bottleneck.bn.bn.",
+    "dw_conv.weight": "conv.depth_conv.conv.conv.weight",
+    "dw_bn.": "conv.depth_conv.bn.bn.",
+    "se.": "conv.depth_conv.se.fc.",
+    "project_conv.": "conv.point_linear.conv.conv.",
+    "project_bn.": "conv.point_linear.bn.bn.",
+}
+_TOP = {
+    "stem.": "first_conv.",
+    "head.final_expand.": "final_expand_layer.",
+    "head.feature_mix.": "feature_mix_layer.",
+    "classifier.": "classifier.linear.",
+}
+_MATRIX = re.compile(r"dw_conv\.matrix_(\d+)to(\d+)$")
+_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)$")
+
+
+def ofa_key(key: str) -> str:
+    """OFA's name for our state-dict ``key`` (``blocks.0`` is the static first block)."""
+    m = _BLOCK.match(key)
+    if m:
+        index, rest = int(m.group(1)), m.group(2)
+        mm = _MATRIX.match(rest)
+        if mm:
+            return f"blocks.{index}.conv.depth_conv.conv.{mm.group(1)}to{mm.group(2)}_matrix"
+        table = _STATIC_BLOCK if index == 0 else _DYNAMIC_BLOCK
+        for ours, theirs in table.items():
+            if rest.startswith(ours):
+                return f"blocks.{index}.{theirs}{rest[len(ours):]}"
+        raise KeyError(key)
+    for ours, theirs in _TOP.items():
+        if key.startswith(ours):
+            return theirs + key[len(ours):]
+    raise KeyError(key)
+
+
+def _normalise(key: str) -> str:
+    """OFA key in the current spelling: no DataParallel prefix, ``conv`` for
+    ``mobile_inverted_conv``."""
+    key = key.removeprefix("module.")
+    return re.sub(r"^(blocks\.\d+)\.mobile_inverted_conv\.", r"\1.conv.", key)
+
+
+def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
+    """The supernet's state dict under OFA's names (``conv.`` style, tensors cloned)."""
+    return {ofa_key(k): v.detach().clone() for k, v in supernet.state_dict().items()}
+
+
+def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_ofa_checkpoint(path: str | os.PathLike[str], supernet: Supernet,
+                        legacy_names: bool = False, with_matrices: bool = True) -> Path:
+    """Write ``{"state_dict": ...}`` in OFA's layout. ``legacy_names`` uses the older
+    ``mobile_inverted_conv`` spelling; ``with_matrices=False`` drops the kernel-transform
+    matrices, as CompOFA's files do. Used to produce such files for tests and benchmarks."""
+    sd = ofa_state_dict(supernet)
+    if not with_matrices:
+        sd = {k: v for k, v in sd.items() if not k.endswith("_matrix")}
+    if legacy_names:
+        sd = {re.sub(r"^(blocks\.\d+)\.conv\.", r"\1.mobile_inverted_conv.", k): v
+              for k, v in sd.items()}
+    return _atomic_save({"state_dict": sd}, path)
+
+
+def save_supernet(path: str | os.PathLike[str], supernet: Supernet,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write our checkpoint atomically; ``extra`` must be plain data (numbers, strings,
+    lists, dicts, tensors) so the file stays loadable with ``weights_only=True``."""
+    state = {k: v.detach().cpu() for k, v in supernet.state_dict().items()}
+    return _atomic_save({"format": FORMAT, "version": _VERSION, "spec": dict(supernet.spec),
+                         "state_dict": state, "extra": dict(extra or {})}, path)
+
+
+def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint {p}: no such file")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError,
+            ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
+
+
+def load_supernet(path: str | os.PathLike[str],
+                  map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
+    """Rebuild the supernet written by :func:`save_supernet`; returns it and ``extra``."""
+    from search_spaces.registry import create_supernet
+
+    data = _read(path, map_location)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
+                        + (" (it looks like an OFA file; use load_ofa_checkpoint)"
+                           if isinstance(data, dict) and "state_dict" in data else ""))
+    try:
+        net = create_supernet(**data["spec"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UserError(f"checkpoint {path}: bad supernet spec ({exc})") from None
+    _load_checked(net, data["state_dict"], str(path))
+    return net, dict(data.get("extra") or {})
+
+
+def _describe(net: Supernet) -> str:
+    return f"space {net.space.name} at width {net.plan.width_mult:g}"
+
+
+def _load_checked(net: Supernet, state: dict[str, Any], where: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise UserError(f"checkpoint {where}: does not match {_describe(net)} "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
+                        f"{(missing or unexpected)[0]})")
+    _check_shapes(net, {k: (k, state[k]) for k in own}, where)
+    net.load_state_dict(state)
+
+
+def _check_shapes(net: Supernet, named: dict[str, tuple[str, Any]], where: str) -> None:
+    own = net.state_dict()
+    for k, (their_name, v) in named.items():
+        if not isinstance(v, torch.Tensor):
+            raise UserError(f"checkpoint {where}: {their_name} is not a tensor")
+        if v.shape != own[k].shape:
+            raise UserError(
+                f"checkpoint {where}: {their_name} has shape {tuple(v.shape)}, "
+                f"{_describe(net)} expects {tuple(own[k].shape)} (another space or width?)")
+
+
+def load_ofa_checkpoint(supernet: Supernet,
+                        path_or_state_dict: str | os.PathLike[str] | dict[str, Any]) -> Supernet:
+    """Load an OFA/CompOFA-published checkpoint into ``supernet`` (in place, returned).
+
+    Accepts ``{"state_dict": ...}`` or a bare state dict, either key style. Missing
+    kernel-transform matrices become identity; matrices in the file for a supernet without
+    them are accepted only if they are identity (otherwise the subnets would differ).
+    """
+    if isinstance(path_or_state_dict, dict):
+        data: Any = path_or_state_dict
+        where = "<state dict>"
+    else:
+        where = str(path_or_state_dict)
+        data = _read(path_or_state_dict, "cpu")
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        raise UserError(f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
+        raise UserError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
+    state = {_normalise(k): v for k, v in state.items()}
+    net_sd = supernet.state_dict()
+    wanted = {ofa_key(k): k for k in net_sd}
+    named, missing = {}, []
+    for theirs, ours in wanted.items():
+        if theirs in state:
+            named[ours] = (theirs, state[theirs])
+        elif not (theirs.endswith("_matrix") or theirs.endswith("num_batches_tracked")):
+            missing.append(theirs)
+    extra_keys = [k for k in state if k not in wanted]
+    foreign_matrices = [k for k in extra_keys if k.endswith("_matrix")]
+    extra_keys = [k for k in extra_keys
+                  if not k.endswith("_matrix") and not k.endswith("num_batches_tracked")]
+    if missing or extra_keys:
+        example = (missing or extra_keys)[0]
+        raise UserError(f"checkpoint {where}: does not match {_describe(supernet)} "
+                        f"({len(missing)} missing, {len(extra_keys)} unexpected keys, e.g. "
+                        f"{example})")
+    for k in foreign_matrices:
+        m = state[k]
+        if not (isinstance(m, torch.Tensor) and m.dim() == 2 and m.shape[0] == m.shape[1]
+                and torch.equal(m.float(), torch.eye(m.shape[0]))):
+            raise UserError(f"checkpoint {where}: has trained kernel-transform matrices but "
+                            f"space {supernet.space.name} has none; load it into a space with "
+                            "kernel_transform (e.g. ofa_mbv3)")
+    _check_shapes(supernet, named, where)
+    new_state = {}
+    for k, v in net_sd.items():
+        if k in named:
+            new_state[k] = named[k][1].to(dtype=v.dtype)
+        elif _MATRIX.search(k):
+            new_state[k] = torch.eye(v.shape[0], dtype=v.dtype)
+        else:
+            new_state[k] = v
+    supernet.load_state_dict(new_state)
+    return supernet
