@@ -145,10 +145,9 @@ def prepare(request: TrainRequest) -> PreparedRun:
     spec = parse_data_spec(request.data)
     dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
     full_dataset = dataset if request.subset is None else load_dataset(spec, seed=request.seed)
-    if request.batch_size * request.workers > dataset.n_train:
-        raise UserError(f"batch {request.batch_size} x {request.workers} workers exceeds the "
-                        f"{dataset.n_train} training images; lower --batch-size or raise "
-                        "--subset")
+    if dataset.n_train < request.workers:
+        raise UserError(f"{dataset.n_train} training images cannot feed {request.workers} "
+                        "workers; raise --subset")
     if request.init_checkpoint:
         _check_checkpoint(request.init_checkpoint, space_name)
     gpus = request.gpus_per_worker > 0
@@ -181,6 +180,8 @@ def _check_checkpoint(path: str, space_name: str) -> None:
         raise UserError(f"checkpoint {path}: no such file")
     try:
         supernet, _ = load_supernet(str(p))
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from None
     if supernet.space.name != space_name:
