@@ -86,6 +86,11 @@ def test_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cost", "--device-hours", "1", "--hardware", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown hardware 'nope'" in err and len(err.strip().splitlines()) == 1
+    assert main(["cost", "--list"]) == 0
+    assert "v100" in capsys.readouterr().out
+    assert main(["cost"]) == 2
+    assert "--device-hours is required" in capsys.readouterr().err
+    assert main(["cost", "--device-hours", "-1"]) == 2
 
 
 def test_energy_meter_reads_nvml_counters(monkeypatch: pytest.MonkeyPatch) -> None:
