@@ -115,13 +115,17 @@ def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _space(req: SearchRequest) -> tuple[SearchSpace, tuple[int, ...]]:
+def _space(req: SearchRequest, space: SearchSpace | None = None
+           ) -> tuple[SearchSpace, tuple[int, ...]]:
+    """The space (a checkpoint's own, e.g. with CIFAR resolutions, when given) and the
+    resolutions to search."""
     from search_spaces.spaces import UnknownSpaceError, get_space
 
-    try:
-        space = get_space(req.space)
-    except UnknownSpaceError as exc:
-        raise UserError(str(exc)) from None
+    if space is None:
+        try:
+            space = get_space(req.space)
+        except UnknownSpaceError as exc:
+            raise UserError(str(exc)) from None
     if req.resolutions:
         try:
             res = parse_resolutions(req.resolutions)
@@ -193,16 +197,17 @@ def prepare(req: SearchRequest) -> Prepared:
     if req.workers < 1 or req.generations < 1 or req.population_size < 4:
         raise UserError("workers and generations must be >= 1 and population size >= 4")
     space, resolutions = _space(req)
-    codec = GeneCodec(space, resolutions)
     supernet, extra = None, {}
     if req.checkpoint:
         supernet, extra = _load_checkpoint(req.checkpoint)
-        if getattr(supernet, "space", space).name != space.name:
+        if supernet.space.name != space.name:
             raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
                             f"supernet, not {space.name}")
+        space, resolutions = _space(req, supernet.space)
         plan = supernet.plan
     else:
         plan = network_plan(space.family, req.width_mult)
+    codec = GeneCodec(space, resolutions)
 
     def model_source() -> Any:
         if supernet is not None:
