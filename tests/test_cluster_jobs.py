@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -63,29 +62,32 @@ def _own_processes(temp_dir: Path) -> list:
 
 
 def _stop_cluster(head: subprocess.Popen, temp_dir: Path) -> None:
-    """SIGTERM the blocking ``ray start`` (it tears its node down), then any straggler of
-    ours by pid. Never ``ray stop``: that would kill every Ray on the machine."""
+    """Stop this cluster only: the ``ray start --block`` process, its whole process tree
+    (GCS, raylet, dashboard, workers, job drivers) and anything else naming its temp dir, by
+    pid. Never ``ray stop``: that would kill every Ray on the machine."""
     import psutil
 
-    if head.poll() is None:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-            head.wait(timeout=10)
-    left = [p for p in _own_processes(temp_dir) if p.pid != os.getpid()]
-    for proc in left:
+    procs: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(head.pid)
+        procs[root.pid] = root
+        procs.update((p.pid, p) for p in root.children(recursive=True))
+    except psutil.NoSuchProcess:
+        pass
+    procs.update((p.pid, p) for p in _own_processes(temp_dir))
+    procs.pop(os.getpid(), None)
+    for proc in procs.values():
         try:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(left, timeout=10)
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=10)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
+    head.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +209,45 @@ def test_stop_a_job(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> N
 
     client = ray_cluster.connect(cluster.address, cluster.token_file)
     assert ray_cluster.wait_for_job(client, job_id, timeout_s=60) == "STOPPED"
+
+
+def _runs(mlflow_uri: str, experiment: str, kind: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return [r for r in client.search_runs([exp.experiment_id])
+            if r.data.tags.get("ofa.kind") == kind
+            and "mlflow.parentRunId" not in r.data.tags]
+
+
+def test_train_then_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> None:
+    """A smoke training job and the comparison job, each through ``ofa-platform submit``."""
+    cfg = tmp_path / "smoke.yaml"
+    cfg.write_text(
+        "schedule: deps\ndata: synthetic:96\nworkers: 1\nepoch_scale: 0.004\nsubset: 64\n"
+        "batch_size: 16\nrecal_images: 32\nval_limit: 32\nwidth_mult: 0.5\n"
+        f"experiment: e2e\nstorage_path: {tmp_path / 'ray-storage'}\n")
+    res = _cli(["submit", "train", str(cfg), "--address", cluster.address], cluster, mlflow_uri,
+               timeout=500)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "SUCCEEDED" in res.stderr
+    (train,) = _runs(mlflow_uri, "e2e", "train")
+    assert train.info.status == "FINISHED"
+    assert train.data.tags["ofa.method"] == "deps"
+    for metric in ("device_hours", "dollars", "energy_kwh", "co2_kg", "epochs_run"):
+        assert metric in train.data.metrics, metric
+
+    report = tmp_path / "report.html"   # outside the job's sandbox: the job writes its own copy
+    res = _cli(["submit", "compare", "--experiment", "e2e", "--json", "--address",
+                cluster.address], cluster, mlflow_uri, timeout=300)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    (compare,) = _runs(mlflow_uri, "e2e", "compare")
+    assert compare.info.status == "FINISHED"
+    from mlflow.tracking import MlflowClient
+
+    names = {a.path for a in MlflowClient(tracking_uri=mlflow_uri).list_artifacts(
+        compare.info.run_id)}
+    assert "report.html" in names
+    assert not report.exists()

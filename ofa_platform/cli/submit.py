@@ -90,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     if args.no_follow:
         print(f"follow it with: ofa-platform jobs logs {job_id} --follow", flush=True)
         return 0
-    status = cluster.follow_job(client, job_id, sys.stdout)
+    try:
+        status = cluster.follow_job(client, job_id, sys.stdout)
+    except KeyboardInterrupt:
+        print(f"\nstopped following; job {job_id} keeps running (ofa-platform jobs stop "
+              f"{job_id} to stop it)", file=sys.stderr, flush=True)
+        raise
     print(f"job {job_id} {status}", file=sys.stderr, flush=True)
     return _EXIT.get(status, 1)
