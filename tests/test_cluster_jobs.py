@@ -251,3 +251,59 @@ def test_train_then_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow_u
         compare.info.run_id)}
     assert "report.html" in names
     assert not report.exists()
+
+
+def test_token_lookup_follows_rays_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ofa_platform.cluster import auth_headers, load_token
+    from ofa_platform.errors import UserError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    assert load_token() is None and auth_headers(None) == {}
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
+    assert load_token() == "home-token"
+    path_file = tmp_path / "tok"
+    path_file.write_text("path-token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path_file))
+    assert load_token() == "path-token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")
+    assert load_token() == "env-token"
+    assert load_token(tmp_path / ".ray" / "auth_token") == "home-token"   # explicit file wins
+    assert auth_headers("t") == {"Authorization": "Bearer t"}
+    with pytest.raises(UserError, match="cannot read"):
+        load_token(tmp_path / "missing")
+
+
+def test_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ofa_platform.cluster import DEFAULT_ADDRESS, resolve_address
+    from ofa_platform.errors import UserError
+
+    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_address(None) == DEFAULT_ADDRESS
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265/")
+    assert resolve_address(None) == "http://head:8265"
+    assert resolve_address("10.0.0.5:8265") == "http://10.0.0.5:8265"
+    with pytest.raises(UserError, match="Ray Client"):
+        resolve_address("ray://head:10001")
+
+
+def test_entrypoints_ship_configs(tmp_path: Path) -> None:
+    import base64
+    import shlex
+
+    from ofa_platform.cluster import job_entrypoint
+
+    inside = job_entrypoint("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
+                            cwd=tmp_path)
+    assert inside == "python jobs/train.py jobs/train_cifar10_smoke.yaml"
+    outside = tmp_path / "my run.yaml"
+    outside.write_text("schedule: ofa\n")
+    cmd = job_entrypoint("train", ["--config", str(outside), "--x", "a b"], cwd=tmp_path)
+    setup, run = cmd.split(" && ", 1)[1].rsplit(" && ", 1)[0], cmd.rsplit(" && ", 1)[1]
+    assert shlex.split(run) == ["python", "jobs/train.py", "--config", ".ofa_job/0_my run.yaml",
+                                "--x", "a b"]
+    encoded = shlex.split(setup)[1]
+    assert base64.b64decode(encoded) == b"schedule: ofa\n"
