@@ -28,7 +28,7 @@ from ofa_platform.errors import UserError
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "ofa_key", "ofa_state_dict"]
+           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict"]
 
 FORMAT = "ofa-platform-supernet"
 _VERSION = 1
@@ -134,7 +134,8 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any
         return torch.load(p, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError,
             ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
         raise UserError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
 
 
@@ -238,3 +239,35 @@ def load_ofa_checkpoint(supernet: Supernet,
             new_state[k] = v
     supernet.load_state_dict(new_state)
     return supernet
+
+
+def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
+                        width_mult: float | None = None, n_classes: int | None = None,
+                        small_input: bool = False) -> Supernet:
+    """A supernet from our checkpoint or an OFA/CompOFA file, whichever ``path`` holds.
+
+    For our files the spec inside decides, and a given ``space``/``width_mult`` must agree
+    with it. For OFA files ``space`` is required; ``n_classes`` defaults to the classifier's
+    size in the file and ``width_mult`` to 1.0.
+    """
+    from search_spaces.registry import create_supernet
+
+    data = _read(path, "cpu")
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        net, _ = load_supernet(path)
+        spec_space = net.space.name
+        if space is not None and space != spec_space:
+            raise UserError(f"checkpoint {path}: holds space {spec_space}, not {space}")
+        if width_mult is not None and abs(width_mult - net.plan.width_mult) > 1e-9:
+            raise UserError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
+                            f"not {width_mult:g}")
+        return net
+    if space is None:
+        raise UserError(f"checkpoint {path}: an OFA-layout file needs --space")
+    if n_classes is None:
+        state = data.get("state_dict", data) if isinstance(data, dict) else {}
+        w = state.get("classifier.linear.weight") if isinstance(state, dict) else None
+        n_classes = int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 1000
+    net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
+                          n_classes=n_classes, small_input=small_input)
+    return load_ofa_checkpoint(net, data)
