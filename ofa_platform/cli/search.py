@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--population-size", type=int, default=100, help="OFA: 100")
     p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
     p.add_argument("--experiment", default="search", help="MLflow experiment")
-    p.add_argument("--out", default="search_out", help="directory for pareto.parquet")
+    p.add_argument("--out", default="runs/search", help="directory for pareto.parquet")
     p.add_argument("--cache-dir", default=".ofa_cache",
                    help="persistent latency and accuracy memos")
     p.add_argument("--batch-size", type=int, help="measured latency batch (1 CPU, 64 CUDA)")

@@ -50,7 +50,7 @@ class SearchRequest:
     data: str | None = None
     experiment: str = "search"
     tracking_uri: str | None = None
-    out_dir: str = "search_out"
+    out_dir: str = "runs/search"
     cache_dir: str = ".ofa_cache"
     batch_size: int | None = None
     hardware: str = "cpu"
