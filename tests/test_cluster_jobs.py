@@ -81,7 +81,7 @@ def _stop_cluster(head: subprocess.Popen, temp_dir: Path) -> None:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=10)
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=5)
     for proc in alive:
         try:
             proc.kill()
@@ -197,18 +197,34 @@ def test_unknown_job_and_missing_config_fail_before_submitting(cluster: LocalClu
 
 
 def test_stop_a_job(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> None:
+    """A stopped job ends STOPPED, and its MLflow run does not stay RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform import cluster as ray_cluster
+
     cfg = tmp_path / "long.yaml"
-    cfg.write_text("schedule: ofa\ndata: synthetic:64\nworkers: 1\nepoch_scale: 1.0\n")
+    cfg.write_text("schedule: ofa\ndata: synthetic:64\nworkers: 1\nepoch_scale: 1.0\n"
+                   f"experiment: stopme\nstorage_path: {tmp_path / 'ray-storage'}\n")
     res = _cli(["submit", "train", str(cfg), "--no-follow", "--address", cluster.address],
                cluster, mlflow_uri)
     assert res.returncode == 0, res.stderr
     job_id = _job_id(res.stdout)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:   # stop it once its MLflow run exists
+        exp = client.get_experiment_by_name("stopme")
+        if exp and client.search_runs([exp.experiment_id]):
+            break
+        time.sleep(1)
     stop = _cli(["jobs", "stop", job_id, "--address", cluster.address], cluster)
     assert stop.returncode == 0 and "stop requested" in stop.stdout
-    from ofa_platform import cluster as ray_cluster
-
-    client = ray_cluster.connect(cluster.address, cluster.token_file)
-    assert ray_cluster.wait_for_job(client, job_id, timeout_s=60) == "STOPPED"
+    jobs = ray_cluster.connect(cluster.address, cluster.token_file)
+    assert ray_cluster.wait_for_job(jobs, job_id, timeout_s=60) == "STOPPED"
+    exp = client.get_experiment_by_name("stopme")
+    if exp is not None:
+        time.sleep(2)
+        statuses = [r.info.status for r in client.search_runs([exp.experiment_id])]
+        assert "RUNNING" not in statuses, statuses
 
 
 def _runs(mlflow_uri: str, experiment: str, kind: str) -> list:
