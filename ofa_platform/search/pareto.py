@@ -83,11 +83,12 @@ def format_table(rows: Sequence[Mapping[str, Any]], unit: str = "ms") -> str:
 
 def export_subnets(results: Sequence[SearchResult], supernet: Any, directory: str | Path,
                    unit: str = "ms") -> list[Path]:
-    """Every chosen subnet as a standalone TorchScript file (``supernet.extract(arch)``,
-    traced at its resolution: loadable with ``torch.jit.load`` and no project code) plus a
-    JSON sidecar with its arch, cost and accuracy."""
+    """Every chosen subnet in the ``ofa-platform extract`` format (a ``torch.export`` archive
+    that plain PyTorch loads without this project) plus a JSON sidecar with its arch, cost
+    and accuracy."""
     import torch
 
+    from ofa_platform.cli.extract import export_subnet
     from ofa_platform.search.cache import atomic_write_text
 
     directory = Path(directory)
@@ -98,23 +99,11 @@ def export_subnets(results: Sequence[SearchResult], supernet: Any, directory: st
             continue
         stem = f"subnet_{res.target:g}{unit}"
         model = supernet.extract(res.arch).eval()
-        example = torch.zeros(1, 3, res.arch.r, res.arch.r)
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example)
-        path = directory / f"{stem}.pt"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.jit.save(traced, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        example = torch.randn(2, 3, res.arch.r, res.arch.r)
+        path = export_subnet(model, example, directory / f"{stem}.pt2", "export")
         meta = {"arch": res.arch.to_dict(), "target": res.target, "cost": res.cost,
                 "unit": unit, "predicted_accuracy": res.accuracy, "model": path.name,
-                "spec": getattr(supernet, "spec", None)}
+                "format": "torch.export", "spec": getattr(supernet, "spec", None)}
         atomic_write_text(directory / f"{stem}.json", json.dumps(meta, indent=2, default=str))
         paths.append(path)
     return paths
-
-

@@ -141,18 +141,18 @@ def _space(req: SearchRequest, space: SearchSpace | None = None
     return space, tuple(res)
 
 
-def _load_checkpoint(path: str) -> tuple[Any, dict[str, Any]]:
+def _load_checkpoint(path: str, space: str, width_mult: float) -> tuple[Any, dict[str, Any]]:
     if not Path(path).is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        from search_spaces.checkpoints import load_supernet
-    except ImportError:
-        raise UserError("checkpoint search needs search_spaces.checkpoints, which this "
-                        "installation lacks") from None
+    from search_spaces.checkpoints import load_any_checkpoint, load_supernet
+
     try:
         supernet, extra = load_supernet(path)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise UserError(f"checkpoint {path} cannot be loaded ({type(exc).__name__})") from None
+    except UserError as exc:
+        if "OFA file" not in str(exc):
+            raise
+        # an OFA/CompOFA-published checkpoint: its layout names no space, the request does
+        supernet, extra = load_any_checkpoint(path, space=space, width_mult=width_mult), {}
     return supernet, dict(extra or {})
 
 
@@ -199,11 +199,13 @@ def prepare(req: SearchRequest) -> Prepared:
     space, resolutions = _space(req)
     supernet, extra = None, {}
     if req.checkpoint:
-        supernet, extra = _load_checkpoint(req.checkpoint)
+        supernet, extra = _load_checkpoint(req.checkpoint, req.space, req.width_mult)
         if supernet.space.name != space.name:
             raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
                             f"supernet, not {space.name}")
         space, resolutions = _space(req, supernet.space)
+        if req.method is None and isinstance(extra.get("method"), str):
+            req.method = extra["method"]  # the training schedule: training + search cost
         plan = supernet.plan
     else:
         plan = network_plan(space.family, req.width_mult)
