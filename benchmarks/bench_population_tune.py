@@ -1,0 +1,110 @@
+"""Population evaluation: Ray Tune with 2 workers against 1, and Tune against a bare actor pool.
+
+    .venv/bin/python benchmarks/bench_population_tune.py [--subnets 24] [--resolution 32]
+
+The same population of subnets (a CompOFA MobileNetV3 supernet, small-input variant, on the
+generated dataset) is evaluated (BN recalibration + top-1) three ways, side by side in one
+run: Tune with 1 worker, Tune with 2 workers (goal: 1.6x or better on 2 cores), and a bare
+Ray ``ActorPool`` of 2 actors running the same :class:`ShardEvaluator` on the same shards
+(goal: Tune's overhead at most 5%). Every timing includes starting the actors. Results go to
+``benchmarks/results/bench_population_tune.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subnets", type=int, default=24)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--val-images", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
+                                        "bench_population_tune.json"))
+    args = p.parse_args()
+
+    import ray
+    from ray.util import ActorPool
+
+    from ofa_platform.search.population import (
+        EvalSetup,
+        PopulationEvaluator,
+        ShardEvaluator,
+        shard_size_for,
+    )
+    from search_spaces.registry import create_supernet
+    from search_spaces.spaces import get_space
+
+    space = get_space("compofa_mbv3").with_resolutions((args.resolution,))
+    data = f"synthetic:{max(args.calib_images, args.val_images) * 2}"
+    setup = EvalSetup(data, calib_images=args.calib_images, calib_batch=32, eval_batch=64,
+                      val_subset=args.val_images, seed=0)
+    net = create_supernet(space, n_classes=10, small_input=True)
+    probe = ShardEvaluator(dict(net.spec), net.state_dict(), setup)
+    rng = random.Random(0)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(args.subnets * 3)))
+    archs = archs[:args.subnets]
+    t0 = time.perf_counter()
+    probe.evaluate_one(archs[0])
+    per = time.perf_counter() - t0
+    print(f"{len(archs)} subnets, {per:.2f} s per subnet on one core (probe)")
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    store = REPO / ".ofa_cache" / "bench_tune"
+
+    def tune(workers: int) -> list[float]:
+        ev = PopulationEvaluator(net, setup, workers=workers, cache=None, storage_dir=store,
+                                 seconds_per_subnet=per)
+        return ev.evaluate(archs)
+
+    spec = dict(net.spec)
+    state_ref = ray.put({k: v.detach().cpu() for k, v in net.state_dict().items()})
+    size = shard_size_for(len(archs), 2, per)
+    shards = [[a.to_dict() for a in archs[i:i + size]] for i in range(0, len(archs), size)]
+
+    def pool() -> list[float]:
+        actor = ray.remote(num_cpus=1)(ShardEvaluator)
+        actors = [actor.remote(spec, state_ref, setup) for _ in range(2)]
+        out = list(ActorPool(actors).map(lambda a, s: a.evaluate.remote(s), shards))
+        for a in actors:
+            ray.kill(a)
+        return [acc for shard in out for acc in shard]
+
+    scale = harness.compare("Tune 2 workers vs 1 (ours=2, reference=1)", lambda: tune(2),
+                            lambda: tune(1), repeats=args.repeats, warmup=0,
+                            work=len(archs), unit="subnets")
+    overhead = harness.compare("Tune 2 workers vs bare ActorPool of 2 (reference=pool)",
+                               lambda: tune(2), pool, repeats=args.repeats, warmup=0,
+                               work=len(archs), unit="subnets")
+    same = [round(a, 6) for a in overhead.ours.result] == [round(a, 6) for a in
+                                                          overhead.reference.result]
+    scale.notes["speedup_2_over_1"] = scale.ratio
+    overhead.notes["tune_overhead_fraction"] = 1.0 / overhead.ratio - 1.0
+    overhead.notes["same_accuracies"] = same
+    overhead.notes["shard_size"] = size
+    print(harness.format_table([scale, overhead]))
+    print(f"2 workers / 1 worker speed-up: {scale.ratio:.2f}x (goal >= 1.6x)")
+    print(f"Tune overhead over a bare actor pool: {100 * (1 / overhead.ratio - 1):.1f}% "
+          f"(goal <= 5%); same accuracies: {same}; shard size {size}")
+    payload = harness.results_payload([scale, overhead], meta={
+        "subnets": len(archs), "resolution": args.resolution, "seconds_per_subnet": per,
+        "calib_images": args.calib_images, "val_images": args.val_images})
+    print(f"wrote {harness.write_results(Path(args.out), payload)}")
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
