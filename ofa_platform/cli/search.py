@@ -69,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
                          else None} for row in out.rows]})))
         return 0
     print(format_table(out.rows, out.unit))
+    if out.predictor_metrics:
+        m = out.predictor_metrics
+        print(f"predictor trained on {m['n_train']:.0f} subnets: held-out RMSE "
+              f"{100 * m['rmse']:.2f} points, Kendall tau {m['kendall_tau']:.3f} "
+              f"({m['n_val']:.0f} subnets)")
     print(f"{args.strategy}: {len(out.rows)} targets in {out.search_time_s:.2f} s, "
           f"{out.evaluations} evaluations; table {out.pareto_path}"
           + (f"; MLflow run {out.run_id}" if out.run_id else ""))

@@ -80,6 +80,7 @@ class Prepared:
     predictor_metrics: dict[str, float] = field(default_factory=dict)
     train_run_id: str | None = None
     prep_seconds: float = 0.0
+    meter: Any = None
 
 
 @dataclass
@@ -188,6 +189,7 @@ def prepare(req: SearchRequest) -> Prepared:
     from ofa_platform.search.strategies import STRATEGIES
 
     t0 = time.perf_counter()
+    meter = _meter(req)  # the search's own cost starts with subnet evaluation, not after it
     targets = parse_targets(req.targets)
     req.targets = targets
     if req.strategy not in STRATEGIES:
@@ -226,7 +228,8 @@ def prepare(req: SearchRequest) -> Prepared:
                         config=EvolutionConfig(population_size=req.population_size,
                                                generations=req.generations),
                         estimator_name=getattr(eff, "name", req.latency), supernet=supernet,
-                        train_run_id=extra.get("mlflow_run_id") or extra.get("run_id"))
+                        train_run_id=extra.get("mlflow_run_id") or extra.get("run_id"),
+                        meter=meter)
     smallest = prepared.fitness.smallest_cost()
     low = [t for t in targets if t < smallest]
     if low:
@@ -274,7 +277,7 @@ def execute(prepared: Prepared) -> SearchOutcome:
 
     req, codec, fitness = prepared.request, prepared.codec, prepared.fitness
     out_dir = Path(req.out_dir)
-    meter = _meter(req)
+    meter = prepared.meter or _meter(req)
     t0 = time.perf_counter()
     with single_thread():
         results = run_strategy(req.strategy, fitness, req.targets, seed=req.seed,
@@ -358,7 +361,7 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
     name = f"search-{req.space}-{req.strategy}-{int(time.time())}"
     with tracked_run(req.experiment, name, tags=tags, params=params,
                      tracking_uri=req.tracking_uri) as run:
-        metrics = {"search_time_s": search_time,
+        metrics = {"search_time_s": search_time, "prepare_time_s": prepared.prep_seconds,
                    "search_time_per_target_s": search_time / max(1, len(results)),
                    "evaluations": float(prepared.fitness.evaluations),
                    "feasible_targets": float(sum(r.feasible for r in results))}
