@@ -26,6 +26,7 @@ __all__ = [
     "JobSummary",
     "auth_headers",
     "connect",
+    "ensure_sqlite_store",
     "follow_job",
     "job_entrypoint",
     "job_logs",
@@ -245,17 +246,37 @@ def _job_env(url: str, mlflow_uri: str | None) -> dict[str, str]:
     return env
 
 
+def ensure_sqlite_store(uri: str) -> None:
+    """Create a SQLite MLflow store's tables before any job touches it.
+
+    Two jobs that open a fresh SQLite store at the same moment both run MLflow's schema
+    migration and one fails (``table _alembic_tmp_experiments already exists``); creating it
+    once here, in the submitting process, removes the race.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.is_file():
+        return
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
 def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | None = None,
                num_cpus: float | None = None, num_gpus: float | None = None,
                root: Path | None = None) -> str:
     """Submit ``jobs/<job>.py`` with the project as working_dir; returns the job id."""
     root = root or project_root()
     entrypoint = job_entrypoint(job, args, root)
-    runtime_env = {
-        "working_dir": str(root),
-        "excludes": list(JOB_EXCLUDES),
-        "env_vars": _job_env(client.get_address(), mlflow_uri),
-    }
+    env = _job_env(client.get_address(), mlflow_uri)
+    if "MLFLOW_TRACKING_URI" in env:
+        ensure_sqlite_store(env["MLFLOW_TRACKING_URI"])
+    runtime_env = {"working_dir": str(root), "excludes": list(JOB_EXCLUDES), "env_vars": env}
     kwargs: dict[str, Any] = {}
     if num_cpus is not None:
         kwargs["entrypoint_num_cpus"] = num_cpus

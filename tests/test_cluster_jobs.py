@@ -238,35 +238,54 @@ def _runs(mlflow_uri: str, experiment: str, kind: str) -> list:
             and "mlflow.parentRunId" not in r.data.tags]
 
 
-def test_train_then_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> None:
-    """A smoke training job and the comparison job, each through ``ofa-platform submit``."""
-    cfg = tmp_path / "smoke.yaml"
-    cfg.write_text(
+def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str,
+                                   shared_data: Path) -> None:
+    """A smoke training job and a search job side by side, then the comparison job, each
+    through ``ofa-platform submit``; their MLflow runs are checked."""
+    from mlflow.tracking import MlflowClient
+
+    assets = shared_data / "ofa_mbv3_imagenet"
+    search_cfg = tmp_path / "search.yaml"
+    search_cfg.write_text(
+        "space: ofa_mbv3\nwidth_mult: 1.2\n"
+        f"predictor: {assets / 'acc_predictor.pth'}\nlatency: lut:{assets / 'latency_note10'}\n"
+        "resolutions: 160-224:4\ntargets: [20, 30, 40]\nstrategy: bottom-up\n"
+        "generations: 4\npopulation_size: 16\nseed: 0\nexperiment: e2e\n"
+        f"out_dir: {tmp_path / 'search-out'}\ncache_dir: {tmp_path / 'cache'}\n")
+    train_cfg = tmp_path / "smoke.yaml"
+    train_cfg.write_text(
         "schedule: deps\ndata: synthetic:96\nworkers: 1\nepoch_scale: 0.004\nsubset: 64\n"
         "batch_size: 16\nrecal_images: 32\nval_limit: 32\nwidth_mult: 0.5\n"
         f"experiment: e2e\nstorage_path: {tmp_path / 'ray-storage'}\n")
-    res = _cli(["submit", "train", str(cfg), "--address", cluster.address], cluster, mlflow_uri,
-               timeout=500)
+    res = _cli(["submit", "search", str(search_cfg), "--no-follow", "--address",
+                cluster.address], cluster, mlflow_uri)
+    assert res.returncode == 0, res.stdout + res.stderr
+    search_job = _job_id(res.stdout)
+    res = _cli(["submit", "train", str(train_cfg), "--address", cluster.address], cluster,
+               mlflow_uri, timeout=500)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "SUCCEEDED" in res.stderr
+    res = _cli(["jobs", "logs", search_job, "--follow", "--address", cluster.address], cluster,
+               timeout=300)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+
     (train,) = _runs(mlflow_uri, "e2e", "train")
     assert train.info.status == "FINISHED"
     assert train.data.tags["ofa.method"] == "deps"
     for metric in ("device_hours", "dollars", "energy_kwh", "co2_kg", "epochs_run"):
         assert metric in train.data.metrics, metric
+    (search,) = _runs(mlflow_uri, "e2e", "search")
+    assert search.info.status == "FINISHED"
+    assert "search_time_per_target_s" in search.data.metrics
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert "pareto.parquet" in {a.path for a in client.list_artifacts(search.info.run_id)}
 
-    report = tmp_path / "report.html"   # outside the job's sandbox: the job writes its own copy
     res = _cli(["submit", "compare", "--experiment", "e2e", "--json", "--address",
                 cluster.address], cluster, mlflow_uri, timeout=300)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     (compare,) = _runs(mlflow_uri, "e2e", "compare")
     assert compare.info.status == "FINISHED"
-    from mlflow.tracking import MlflowClient
-
-    names = {a.path for a in MlflowClient(tracking_uri=mlflow_uri).list_artifacts(
-        compare.info.run_id)}
-    assert "report.html" in names
-    assert not report.exists()
+    assert "report.html" in {a.path for a in client.list_artifacts(compare.info.run_id)}
 
 
 def test_token_lookup_follows_rays_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
