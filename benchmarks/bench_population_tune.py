@@ -1,6 +1,6 @@
 """Population evaluation: Ray Tune with 2 workers against 1, and Tune against a bare actor pool.
 
-    .venv/bin/python benchmarks/bench_population_tune.py [--subnets 24] [--resolution 32]
+    .venv/bin/python benchmarks/bench_population_tune.py [--subnets 16] [--resolution 16]
 
 The same population of subnets (a CompOFA MobileNetV3 supernet, small-input variant, on the
 generated dataset) is evaluated (BN recalibration + top-1) three ways, side by side in one
@@ -26,10 +26,10 @@ import harness  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--subnets", type=int, default=24)
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--calib-images", type=int, default=64)
-    p.add_argument("--val-images", type=int, default=64)
+    p.add_argument("--subnets", type=int, default=16)
+    p.add_argument("--resolution", type=int, default=16)
+    p.add_argument("--calib-images", type=int, default=32)
+    p.add_argument("--val-images", type=int, default=32)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                         "bench_population_tune.json"))

@@ -132,3 +132,22 @@ def test_second_measured_search_measures_nothing(tmp_path: Path) -> None:
     out2 = run_search(second)
     assert out2.measurements == 0
     assert [r.arch for r in out2.results] == [r.arch for r in out1.results]
+
+
+def test_job_config_is_parsed_and_checked(tmp_path: Path) -> None:
+    import importlib.util
+
+    from ofa_platform.errors import UserError
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "search.py"
+    spec = importlib.util.spec_from_file_location("search_job", path)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    req = job.load_request(path.parent / "search_note10.yaml")
+    assert req.space == "ofa_mbv3" and req.width_mult == 1.2
+    assert req.targets == tuple(float(t) for t in range(15, 61, 5))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space: ofa_mbv3\ntargets: [20]\nlatency: macs\ngenerashuns: 3\n")
+    with pytest.raises(UserError, match="unknown keys generashuns"):
+        job.load_request(bad)
+    assert job.main([str(bad)]) == 2
