@@ -267,6 +267,7 @@ def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     prepared.predictor_metrics = metrics
     prepared.fitness.accuracy = lambda genes: predictor(codec, genes)
     prepared.evaluator = evaluator  # type: ignore[attr-defined]
+    prepared.trained_predictor = predictor  # type: ignore[attr-defined]
 
 
 def execute(prepared: Prepared) -> SearchOutcome:
@@ -293,6 +294,10 @@ def execute(prepared: Prepared) -> SearchOutcome:
     pareto_path = write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS)
     population_path = write_parquet(pop_rows, out_dir / "population.parquet",
                                     ("arch_json", "latency_ms", "accuracy"))
+    trained = getattr(prepared, "trained_predictor", None)
+    predictor_path = None
+    if trained is not None:  # reusable with --predictor for later searches of this checkpoint
+        predictor_path = trained.save(out_dir / "predictor.pth", prepared.predictor_metrics)
     exported: list[Path] = []
     if req.export:
         from ofa_platform.search.pareto import export_subnets
@@ -306,7 +311,9 @@ def execute(prepared: Prepared) -> SearchOutcome:
     meter.stop()
     run_id = None
     if req.log_mlflow:
-        run_id = _log_run(prepared, results, search_time, meter, pareto_path, population_path)
+        run_id = _log_run(prepared, results, search_time, meter,
+                          [pareto_path, population_path] + ([predictor_path] if predictor_path
+                                                            else []))
     return SearchOutcome(results=results, rows=rows, pareto_path=pareto_path,
                          population_path=population_path, run_id=run_id,
                          search_time_s=search_time, evaluations=fitness.evaluations,
@@ -342,7 +349,7 @@ def _method(prepared: Prepared) -> str:
 
 
 def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float, meter: Any,
-             pareto_path: Path, population_path: Path) -> str:
+             artifacts: list[Path]) -> str:
     import mlflow
 
     from ofa_platform.tracking import log_cost, tracked_run
@@ -369,8 +376,8 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                         if v == v})
         mlflow.log_metrics(metrics)
         log_cost(meter.report())
-        mlflow.log_artifact(str(pareto_path))
-        mlflow.log_artifact(str(population_path))
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
         return run.info.run_id
 
 
