@@ -48,11 +48,14 @@ class EvalSetup:
 
 def shard_size_for(n: int, workers: int, seconds_per_subnet: float, *,
                    overhead_s: float = TUNE_TRIAL_OVERHEAD_S, budget: float = 0.02) -> int:
-    """Subnets per trial: enough that ``overhead_s`` is at most ``budget`` of a trial, but no
-    more than an even split over the workers (so no worker idles while another has two)."""
+    """Subnets per trial: enough that ``overhead_s`` is at most ``budget`` of a trial, with the
+    number of shards a multiple of the workers and the shards even (no worker idles while
+    another finishes a second shard)."""
+    workers = max(1, workers)
     need = math.ceil(overhead_s / (budget * max(seconds_per_subnet, 1e-6)))
-    even = math.ceil(n / max(1, workers))
-    return max(1, min(need, even))
+    n_shards = math.ceil(max(1, n) / need)
+    n_shards = math.ceil(n_shards / workers) * workers
+    return max(1, math.ceil(n / n_shards))
 
 
 class ShardEvaluator:
@@ -173,6 +176,23 @@ def _make_trainable() -> Any:
     return ShardTrainable
 
 
+def _CacheCallback(cache: JsonMemo, shards: list[dict[str, Any]]) -> Any:  # noqa: N802
+    """A Tune callback that writes each shard's accuracies to the cache as its trial reports,
+    so an interrupted search, run again, evaluates only what was not finished."""
+    from ray import tune
+
+    class CacheCallback(tune.Callback):
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                            result: dict[str, Any], **info: Any) -> None:
+            if "accs" not in result:
+                return
+            shard = shards[int(result["shard"])]
+            cache.put_many({ArchConfig.from_dict(d).key: float(a)
+                            for d, a in zip(shard["archs"], result["accs"])})
+
+    return CacheCallback()
+
+
 class PopulationEvaluator:
     """Evaluates archs of one supernet checkpoint with Ray Tune, caching every accuracy."""
 
@@ -228,9 +248,11 @@ class PopulationEvaluator:
         spec, state = self._spec_and_state()
         out: dict[str, float] = {}
         per = self.seconds_per_subnet
-        if per is None:  # time the first subnet here to size the shards; keep its result
-            per, out[archs[0].key] = self._time_one(spec, state, archs[0])
-            archs = archs[1:]
+        if per is None:  # time subnets here to size the shards; keep their results
+            probe = archs[:2]
+            per, accs = self._time_probe(spec, state, probe)
+            out.update({a.key: acc for a, acc in zip(probe, accs)})
+            archs = archs[len(probe):]
             if not archs:
                 return out
         size = shard_size_for(len(archs), self.workers, per)
@@ -243,6 +265,7 @@ class PopulationEvaluator:
                                          setup=self.setup, device=device)
         resources = {"cpu": 1, "gpu": self.gpus_per_worker} if self.gpus_per_worker else {
             "cpu": 1}
+        callbacks = [_CacheCallback(self.cache, shards)] if self.cache is not None else []
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"shard": tune.grid_search(shards)},
@@ -251,7 +274,8 @@ class PopulationEvaluator:
                 name=f"population-{int(time.time() * 1000)}",
                 storage_path=str(self.storage_dir), verbose=0,
                 stop={"training_iteration": 1},
-                failure_config=tune.FailureConfig(max_failures=self.max_failures)),
+                failure_config=tune.FailureConfig(max_failures=self.max_failures),
+                callbacks=callbacks),
         )
         grid = tuner.fit()
         errors = []
@@ -269,10 +293,14 @@ class PopulationEvaluator:
         self.evaluated += len(out)
         return out
 
-    def _time_one(self, spec: dict[str, Any], state: dict[str, Any],
-                  arch: ArchConfig) -> tuple[float, float]:
-        """Seconds one subnet takes here (sizes the shards), and its accuracy."""
+    def _time_probe(self, spec: dict[str, Any], state: dict[str, Any],
+                    archs: list[ArchConfig]) -> tuple[float, list[float]]:
+        """Seconds a subnet takes here (the second one: the first pays one-time costs), and
+        the probed subnets' accuracies."""
         evaluator = ShardEvaluator(spec, state, self.setup)
-        t0 = time.perf_counter()
-        acc = evaluator.evaluate_one(arch)
-        return time.perf_counter() - t0, acc
+        accs, took = [], 0.0
+        for arch in archs:
+            t0 = time.perf_counter()
+            accs.append(evaluator.evaluate_one(arch))
+            took = time.perf_counter() - t0
+        return took, accs
