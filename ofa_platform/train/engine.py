@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +40,8 @@ from ofa_platform.train.schedule import Phase, Schedule
 from search_spaces.arch import ArchConfig
 from search_spaces.space import SearchSpace
 
-__all__ = ["EngineConfig", "train_loop_per_worker", "middle_arch", "eval_archs",
-           "param_groups", "STATE_FILE", "SUPERNET_FILE"]
+__all__ = ["EngineConfig", "WorkerEnv", "train_loop_per_worker", "run_plain", "plain_env",
+           "middle_arch", "eval_archs", "param_groups", "STATE_FILE", "SUPERNET_FILE"]
 
 STATE_FILE = "train_state.pt"
 SUPERNET_FILE = "supernet.pt"
@@ -63,7 +64,7 @@ class EngineConfig:
     seed: int = 0
     subset: int | None = None
     width_mult: float = 1.0
-    small_input: bool = False
+    small_input: bool | None = None
     amp: str = "auto"
     recal_images: int = 512
     val_limit: int | None = None
@@ -131,26 +132,22 @@ class _State:
 class _Worker:
     """One worker's training objects; methods are the parts of the loop."""
 
-    def __init__(self, cfg: EngineConfig) -> None:
-        import ray.train
-        import ray.train.torch
-
+    def __init__(self, cfg: EngineConfig, env: WorkerEnv) -> None:
         from ofa_platform.datasets import load_dataset, parse_data_spec
         from search_spaces.registry import create_supernet
         from search_spaces.spaces import get_space
 
-        self.cfg, self.schedule = cfg, cfg.schedule
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.device = ray.train.torch.get_device()
+        self.cfg, self.schedule, self.env = cfg, cfg.schedule, env
+        self.rank, self.world, self.device = env.rank, env.world_size, env.device
         self.cuda = self.device.type == "cuda"
         self.dataset = load_dataset(parse_data_spec(cfg.data), subset=cfg.subset, seed=cfg.seed)
         self.space = get_space(cfg.space).with_resolutions(self.dataset.resolutions)
         self.max_res = max(self.space.resolutions)
+        small = self.dataset.small_input if cfg.small_input is None else cfg.small_input
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self._make = lambda: create_supernet(
             self.space, width_mult=cfg.width_mult, n_classes=self.dataset.n_classes,
-            small_input=cfg.small_input, dropout=self.schedule.dropout)
+            small_input=small, dropout=self.schedule.dropout)
         self.supernet = self._make()
         if cfg.init_checkpoint:
             from search_spaces.checkpoints import load_supernet
@@ -159,12 +156,11 @@ class _Worker:
         self.state = _State()
         self.opt_state: dict[str, Any] | None = None
         self.scaler_state: dict[str, Any] | None = None
-        self._restore(ray.train.get_checkpoint())
+        if env.checkpoint_dir:
+            self._restore(env.checkpoint_dir)
         mf = torch.channels_last if self.cuda else torch.contiguous_format
         self.supernet.to(self.device, memory_format=mf)
-        self.model = ray.train.torch.prepare_model(
-            self.supernet, parallel_strategy_kwargs={"find_unused_parameters": True,
-                                                     "broadcast_buffers": False})
+        self.model = env.wrap_model(self.supernet)
         self.amp_dtype = _amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
@@ -176,12 +172,9 @@ class _Worker:
         self.steps_per_epoch = max(1, n_train // (cfg.batch_size * self.world))
 
     # ----------------------------------------------------------------- checkpointing
-    def _restore(self, checkpoint: Any) -> None:
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as d:
-            blob = torch.load(os.path.join(d, STATE_FILE), map_location="cpu",
-                              weights_only=True)
+    def _restore(self, directory: str) -> None:
+        blob = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
+                          weights_only=True)
         self.supernet.load_state_dict(blob["model"])
         self.state = _State(epoch=blob["epoch"], step=blob["step"],
                             started_phase=blob["started_phase"], snapshots=blob["snapshots"],
@@ -394,11 +387,10 @@ class _Worker:
         return out
 
     # ----------------------------------------------------------------- driver of phases
-    def run(self) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
+    def run(self) -> list[dict[str, Any]]:
+        """Train every remaining epoch; returns rank 0's reported metrics (plain runs)."""
         sched = self.schedule
+        reported: list[dict[str, Any]] = []
         for epoch in range(self.state.epoch, sched.total_epochs):
             index = sched.phase_index_at(epoch)
             phase = sched.phases[index]
@@ -413,11 +405,71 @@ class _Worker:
                            resumed_from=float(self.state.resumed_from),
                            epochs_total=float(sched.total_epochs),
                            global_step=float(self.state.step), **self.cfg.extra_report)
-            if self.rank == 0:
-                d = self._checkpoint_dir(index)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
-            else:
-                ray.train.report(metrics, checkpoint=None)
+            d = self._checkpoint_dir(index) if self.rank == 0 else None
+            self.env.report(metrics, d)
+            reported.append(metrics)
+        return reported
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """Where a worker runs: its rank, device, the checkpoint to resume from, how to wrap the
+    model (DDP under Ray) and how to report an epoch. Ray Train supplies these in
+    :func:`train_loop_per_worker`; a plain single-process run supplies its own (the same loop
+    without Ray, for the Ray-vs-plain benchmark and CPU determinism tests)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    checkpoint_dir: str | None
+    wrap_model: Callable[[nn.Module], nn.Module]
+    report: Callable[[dict[str, Any], str | None], None]
+
+
+def plain_env(device: str | torch.device = "cpu", checkpoint_dir: str | None = None,
+              report: Callable[[dict[str, Any], str | None], None] | None = None) -> WorkerEnv:
+    """A single process without Ray or DDP; reports go to ``report`` (default: dropped,
+    checkpoint directories removed)."""
+    def drop(metrics: dict[str, Any], directory: str | None) -> None:
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    return WorkerEnv(rank=0, world_size=1, device=torch.device(device),
+                     checkpoint_dir=checkpoint_dir, wrap_model=lambda m: m,
+                     report=report or drop)
+
+
+def run_plain(cfg: EngineConfig, env: WorkerEnv | None = None) -> list[dict[str, Any]]:
+    """Run the whole schedule in this process (no Ray); returns the per-epoch metrics."""
+    return _Worker(cfg, env or plain_env()).run()
+
+
+def _ray_env() -> WorkerEnv:
+    import ray.train
+    import ray.train.torch
+    from ray.train import Checkpoint
+
+    ctx = ray.train.get_context()
+    checkpoint = ray.train.get_checkpoint()
+    directory = None
+    if checkpoint is not None:  # local storage: a path; remote storage: a downloaded copy
+        directory = tempfile.mkdtemp(prefix="ofa_restore_")
+        checkpoint.to_directory(directory)
+
+    def wrap(model: nn.Module) -> nn.Module:
+        return ray.train.torch.prepare_model(
+            model, move_to_device=False,
+            parallel_strategy_kwargs={"find_unused_parameters": True,
+                                      "broadcast_buffers": False})
+
+    def report(metrics: dict[str, Any], d: str | None) -> None:
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
+        if d:
+            shutil.rmtree(d, ignore_errors=True)  # Ray has persisted its own copy
+
+    return WorkerEnv(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                     device=ray.train.torch.get_device(), checkpoint_dir=directory,
+                     wrap_model=wrap, report=report)
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -435,4 +487,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: ``config["engine"]`` is an :class:`EngineConfig`."""
     cfg: EngineConfig = config["engine"]
     torch.set_num_threads(max(1, int(config.get("threads", torch.get_num_threads()))))
-    _Worker(cfg).run()
+    _Worker(cfg, _ray_env()).run()
