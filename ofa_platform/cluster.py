@@ -126,7 +126,8 @@ def connect(address: str | None = None, token_file: str | Path | None = None) ->
         raise UserError(_auth_message(url, token, exc)) from None
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot reach the Ray dashboard at {url}: {first}") from None
+        hint = " (start one with `ray start --head` or pass --address)" if _is_local(url) else ""
+        raise UserError(f"cannot reach the Ray dashboard at {url}{hint}: {first}") from None
     except RuntimeError as exc:
         raise UserError(f"Ray dashboard at {url} refused the request: {_one_line(exc)}") from None
 

@@ -14,7 +14,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("jobs", help="list, tail or stop jobs on a Ray cluster",
-                              description=__doc__.splitlines()[0])
+                              description="List, tail or stop the Ray Jobs of a cluster.")
     p.add_argument("action", nargs="?", default="list", choices=["list", "logs", "stop"])
     p.add_argument("job_id", nargs="?", default=None, help="job id (for logs and stop)")
     p.add_argument("--follow", "-f", action="store_true", help="logs: stream until the job ends")

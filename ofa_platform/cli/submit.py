@@ -19,10 +19,11 @@ _EXIT = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "submit", help="submit a job (train, search, compare) to a Ray cluster",
-        description=__doc__.splitlines()[0])
+        description="Run a jobs/ entrypoint (train, search, compare) on a Ray cluster "
+        "through Ray Jobs; prints the job id, follows its logs, exits with its status.")
     p.add_argument("job", help="entrypoint name in jobs/ (train, search, compare)")
     p.add_argument("job_args", nargs=argparse.REMAINDER,
-                   help="arguments for the job (e.g. --config jobs/smoke.yaml)")
+                   help="arguments for the job (e.g. jobs/train_cifar10_smoke.yaml)")
     add_connection_args(p)
     p.add_argument("--mlflow-uri", default=None,
                    help="MLflow URI as seen from the cluster (default: MLFLOW_TRACKING_URI, "
