@@ -280,7 +280,8 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         index = int(m["phase_index"])
         client = self._client()
         names = ("loss", "lr", "beta", "acc_smallest", "acc_middle", "acc_largest",
-                 "images_per_s", "epoch_time_s", "train_time_s", "arch_digest", "steps")
+                 "images_per_s", "epoch_time_s", "train_time_s", "arch_digest", "steps",
+                 "resumed_from")
         values = {k: float(m[k]) for k in names if k in m}
         values["images_per_s_per_device"] = values.get("images_per_s", 0.0) / self.n_devices
         ts = int(now * 1000)
