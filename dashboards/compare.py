@@ -171,7 +171,7 @@ def _fmt(value: Any, digits: int) -> str:
 def format_table(table: pd.DataFrame) -> str:
     """The table as aligned terminal text, ratios to OFA as ``x0.50``."""
     headers = ["method", "epochs", "dev-hours", "dollars", "kWh", "CO2 kg", "acc small",
-               "acc large", "search s/target", "cost vs OFA"]
+               "acc large", "search s/target", "dev-h vs OFA"]
     lines = []
     for method, r in table.iterrows():
         ratio = r.get("device_hours_vs_ofa", math.nan)
