@@ -32,8 +32,8 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
     @torch.no_grad()
     def extract(self, channels: int) -> nn.BatchNorm2d:
         """A static BatchNorm2d holding copies of the first ``channels`` of everything."""
-        bn = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum, device="meta")
-        bn = bn.to_empty(device=self.weight.device)
+        bn = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum,
+                            device=self.weight.device)
         copy_batchnorm(self, bn, channels)
         return bn
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.ops.pointwise import conv2d_uninitialised
+
 __all__ = ["DynamicDepthwiseConv2d", "depthwise_conv2d", "matrix_name"]
 
 
@@ -25,10 +27,12 @@ def matrix_name(big: int, small: int) -> str:
 
 
 def depthwise_conv2d(channels: int, kernel: int, stride: int,
-                     device: torch.device | str | None = None) -> nn.Conv2d:
-    """The static twin: a plain 'same'-padded depthwise convolution without bias."""
-    return nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False,
-                     device=device)
+                     device: torch.device | str | None = None, init: bool = True) -> nn.Conv2d:
+    """The static twin: a plain 'same'-padded depthwise convolution without bias
+    (``init=False``: weights left empty, to be copied in)."""
+    make = nn.Conv2d if init else conv2d_uninitialised
+    return make(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False,
+                device=device)
 
 
 class DynamicDepthwiseConv2d(nn.Module):
@@ -88,8 +92,7 @@ class DynamicDepthwiseConv2d(nn.Module):
 
     @torch.no_grad()
     def extract(self, channels: int, kernel: int) -> nn.Conv2d:
-        w = self.weight
-        conv = depthwise_conv2d(channels, kernel, self.stride, "meta").to_empty(device=w.device)
+        conv = depthwise_conv2d(channels, kernel, self.stride, self.weight.device, init=False)
         conv.weight.copy_(self.active_weight(channels, kernel))
         return conv
 

@@ -22,25 +22,27 @@ __all__ = ["MBConv", "DynamicMBConv"]
 
 
 class MBConv(nn.Module):
-    """Static inverted-residual block; ``mid_ch == 0`` means no expansion layer."""
+    """Static inverted-residual block; ``mid_ch == 0`` means no expansion layer.
+
+    ``init=False`` leaves the convolution weights empty (extraction copies them in)."""
 
     def __init__(self, in_ch: int, out_ch: int, mid_ch: int, kernel: int, stride: int, act: str,
                  se: bool, shortcut: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, init: bool = True) -> None:
         super().__init__()
         dw_ch = mid_ch or in_ch
         if mid_ch:
-            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch, device=device)
+            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch, device=device, init=init)
             self.expand_bn: nn.Module = nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum, device=device)
             self.expand_act: nn.Module = make_activation(act)
         else:
             self.expand_conv = self.expand_bn = self.expand_act = nn.Identity()
-        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride, device)
+        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride, device, init)
         self.dw_bn = nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum, device=device)
         self.dw_act = make_activation(act)
-        self.se: nn.Module = (SqueezeExcite(dw_ch, se_channels(dw_ch), device) if se
+        self.se: nn.Module = (SqueezeExcite(dw_ch, se_channels(dw_ch), device, init) if se
                               else nn.Identity())
-        self.project_conv = pointwise_conv2d(dw_ch, out_ch, device=device)
+        self.project_conv = pointwise_conv2d(dw_ch, out_ch, device=device, init=init)
         self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum, device=device)
         self.shortcut = shortcut
 
@@ -100,17 +102,18 @@ class DynamicMBConv(nn.Module):
     def extract(self) -> MBConv:
         """A static :class:`MBConv` with copies of the active weights and statistics."""
         mid, k = self.active_mid, self.active_kernel
-        # Built on the meta device: every tensor is replaced by a copy below, so no init runs.
+        dev = self.expand_conv.weight.device
         block = MBConv(self.in_ch, self.out_ch, mid, k, self.stride, self.act, self.use_se,
-                       self.shortcut, self.project_bn.eps, self.project_bn.momentum, "meta")
-        block.expand_conv = self.expand_conv.extract(self.in_ch, mid)
-        block.expand_bn = self.expand_bn.extract(mid)
-        block.dw_conv = self.dw_conv.extract(mid, k)
-        block.dw_bn = self.dw_bn.extract(mid)
+                       self.shortcut, self.project_bn.eps, self.project_bn.momentum, dev,
+                       init=False)
+        block.expand_conv.weight.copy_(self.expand_conv.active_weight(self.in_ch, mid))
+        copy_batchnorm(self.expand_bn, block.expand_bn, mid)
+        block.dw_conv.weight.copy_(self.dw_conv.active_weight(mid, k))
+        copy_batchnorm(self.dw_bn, block.dw_bn, mid)
         if self.se is not None:
-            block.se = self.se.extract(mid)
-        block.project_conv = self.project_conv.extract(mid, self.out_ch)
-        block.project_bn = _copy_bn(self.project_bn)
+            self.se.copy_into(block.se, mid)
+        block.project_conv.weight.copy_(self.project_conv.active_weight(mid, self.out_ch))
+        copy_batchnorm(self.project_bn, block.project_bn, self.out_ch)
         return block
 
     @torch.no_grad()
@@ -134,9 +137,3 @@ class DynamicMBConv(nn.Module):
                 f"e={self.ratios}, stride={self.stride}, act={self.act}, se={self.use_se}, "
                 f"shortcut={self.shortcut}")
 
-
-def _copy_bn(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
-    out = nn.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, device="meta")
-    out = out.to_empty(device=bn.weight.device)
-    copy_batchnorm(bn, out, bn.num_features)
-    return out

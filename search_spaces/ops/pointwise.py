@@ -8,13 +8,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DynamicPointwiseConv2d", "pointwise_conv2d"]
+__all__ = ["DynamicPointwiseConv2d", "pointwise_conv2d", "conv2d_uninitialised"]
+
+
+class _Conv2dSkipInit(nn.Conv2d):
+    def reset_parameters(self) -> None:  # the caller copies the weights in
+        pass
+
+
+def conv2d_uninitialised(*args: object, **kwargs: object) -> nn.Conv2d:
+    """A plain ``nn.Conv2d`` whose weights are left uninitialised, for extraction: the random
+    init would be overwritten at once and costs most of an extraction's time."""
+    conv = _Conv2dSkipInit(*args, **kwargs)  # type: ignore[arg-type]
+    conv.__class__ = nn.Conv2d  # same layout: from here on an ordinary nn.Conv2d
+    return conv
 
 
 def pointwise_conv2d(in_ch: int, out_ch: int, bias: bool = False,
-                     device: torch.device | str | None = None) -> nn.Conv2d:
-    """The static twin: a plain 1x1 convolution."""
-    return nn.Conv2d(in_ch, out_ch, 1, bias=bias, device=device)
+                     device: torch.device | str | None = None, init: bool = True) -> nn.Conv2d:
+    """The static twin: a plain 1x1 convolution (``init=False``: weights left empty)."""
+    make = nn.Conv2d if init else conv2d_uninitialised
+    return make(in_ch, out_ch, 1, bias=bias, device=device)
 
 
 class DynamicPointwiseConv2d(nn.Module):
@@ -43,7 +57,7 @@ class DynamicPointwiseConv2d(nn.Module):
 
     @torch.no_grad()
     def extract(self, in_ch: int, out_ch: int) -> nn.Conv2d:
-        conv = pointwise_conv2d(in_ch, out_ch, device="meta").to_empty(device=self.weight.device)
+        conv = pointwise_conv2d(in_ch, out_ch, device=self.weight.device, init=False)
         conv.weight.copy_(self.active_weight(in_ch, out_ch))
         return conv
 

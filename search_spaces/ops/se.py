@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.blueprint import se_channels
+from search_spaces.ops.pointwise import pointwise_conv2d
 
 __all__ = ["DynamicSE", "SqueezeExcite"]
 
@@ -21,10 +22,10 @@ class SqueezeExcite(nn.Module):
     """The static twin, with plain 1x1 convolutions ``reduce`` and ``expand``."""
 
     def __init__(self, channels: int, hidden: int,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, init: bool = True) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(channels, hidden, 1, bias=True, device=device)
-        self.expand = nn.Conv2d(hidden, channels, 1, bias=True, device=device)
+        self.reduce = pointwise_conv2d(channels, hidden, True, device, init)
+        self.expand = pointwise_conv2d(hidden, channels, True, device, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.mean((2, 3), keepdim=True)
@@ -61,12 +62,18 @@ class DynamicSE(nn.Module):
     @torch.no_grad()
     def extract(self, channels: int) -> SqueezeExcite:
         h = se_channels(channels)
-        se = SqueezeExcite(channels, h, "meta").to_empty(device=self.reduce.weight.device)
+        se = SqueezeExcite(channels, h, self.reduce.weight.device, init=False)
+        self.copy_into(se, channels)
+        return se
+
+    @torch.no_grad()
+    def copy_into(self, se: SqueezeExcite, channels: int) -> None:
+        """Copy the active weights for ``channels`` middle channels into a static ``se``."""
+        h = se_channels(channels)
         se.reduce.weight.copy_(self.reduce.weight[:h, :channels])
         se.reduce.bias.copy_(self.reduce.bias[:h])
         se.expand.weight.copy_(self.expand.weight[:channels, :h])
         se.expand.bias.copy_(self.expand.bias[:channels])
-        return se
 
     @torch.no_grad()
     def permute_channels(self, order: torch.Tensor) -> None:

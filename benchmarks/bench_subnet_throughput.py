@@ -1,0 +1,105 @@
+"""Forward+backward throughput of the largest and smallest ofa_mbv3 subnets.
+
+    .venv/bin/python benchmarks/bench_subnet_throughput.py [--batch 64] [--steps 3]
+        [--resolutions 32,224] [--device cpu|cuda] [--threads N]
+
+For each subnet (largest: kernel 7, ratio 6, depth 4; smallest: 3/3/2) and input size, times
+training steps (forward, cross-entropy, backward; no optimizer) of batch 64 two ways side by
+side in one run: inside the supernet (``set_active``, the path training takes) and as the
+extracted static subnet. Prints images/s and the speed ratio smallest/largest; writes JSON
+to ``benchmarks/results/bench_subnet_throughput.json``. CUDA is used when available unless
+``--device cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def _steps_per_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
+                 sync: Callable[[], None]) -> float:
+    import torch.nn.functional as F
+
+    model.train()
+    loss = F.cross_entropy(model(x), y)  # warm-up step (allocator, kernels)
+    loss.backward()
+    sync()
+    times = []
+    for _ in range(steps):
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return x.shape[0] / statistics.median(times)
+
+
+def main() -> int:
+    import torch
+
+    from search_spaces.registry import create_supernet
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per case (median)")
+    p.add_argument("--resolutions", default="32,224")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
+                                        "bench_subnet_throughput.json"))
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    net = create_supernet("ofa_mbv3").to(device)
+    space = net.space
+    rows = []
+    for r in (int(v) for v in args.resolutions.split(",")):
+        x = torch.randn(args.batch, 3, r, r, device=device)
+        y = torch.randint(0, 1000, (args.batch,), device=device)
+        for name, arch in (("largest", space.largest(224)), ("smallest", space.smallest(128))):
+            net.set_active(arch)
+            sub = net.extract(arch).to(device)
+            rows.append({"subnet": name, "resolution": r,
+                         "supernet_img_s": _steps_per_s(net, x, y, args.steps, sync),
+                         "static_img_s": _steps_per_s(sub, x, y, args.steps, sync)})
+    print(f"ofa_mbv3 w1.0 forward+backward, batch {args.batch}, {device.type} "
+          f"({torch.get_num_threads()} threads), median of {args.steps} steps")
+    print(f"{'subnet':<9} {'res':>4} {'in supernet img/s':>18} {'static img/s':>13}")
+    for row in rows:
+        print(f"{row['subnet']:<9} {row['resolution']:>4} {row['supernet_img_s']:>18.1f} "
+              f"{row['static_img_s']:>13.1f}")
+    ratios = {}
+    for r in sorted({row["resolution"] for row in rows}):
+        big, small = (next(x for x in rows if x["resolution"] == r and x["subnet"] == s)
+                      for s in ("largest", "smallest"))
+        ratios[r] = small["supernet_img_s"] / big["supernet_img_s"]
+        print(f"speed ratio smallest/largest at {r}px (in supernet): {ratios[r]:.2f}x")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "ratio_smallest_over_largest": ratios,
+                               "batch": args.batch, "device": device.type,
+                               "threads": torch.get_num_threads(),
+                               "machine": platform.platform()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
