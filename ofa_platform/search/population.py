@@ -297,10 +297,13 @@ class PopulationEvaluator:
                     archs: list[ArchConfig]) -> tuple[float, list[float]]:
         """Seconds a subnet takes here (the second one: the first pays one-time costs), and
         the probed subnets' accuracies."""
+        from ofa_platform.search.predictor import single_thread
+
         evaluator = ShardEvaluator(spec, state, self.setup)
         accs, took = [], 0.0
-        for arch in archs:
-            t0 = time.perf_counter()
-            accs.append(evaluator.evaluate_one(arch))
-            took = time.perf_counter() - t0
+        with single_thread():  # as a 1-CPU Ray actor runs (Ray sets its OMP threads to 1)
+            for arch in archs:
+                t0 = time.perf_counter()
+                accs.append(evaluator.evaluate_one(arch))
+                took = time.perf_counter() - t0
         return took, accs
