@@ -178,18 +178,24 @@ def _config_slots(args: Sequence[str]) -> list[tuple[int, str, str]]:
     return slots
 
 
-def _prepare_args(args: Sequence[str], root: Path, cwd: Path) -> tuple[list[str], list[str]]:
-    """Job arguments with config paths that work inside the job, plus shell steps to run first.
+_INLINE_DIR = ".ofa_job"
 
-    The job runs in an uploaded copy of the project: a config inside the project is passed by
-    its path relative to the root; one outside it travels inline in the entrypoint (written into
-    ``.ofa_job/`` of the job's working directory before the entrypoint starts). A missing config
+
+def _prepare_args(args: Sequence[str], root: Path,
+                  cwd: Path) -> tuple[list[str], set[int], list[str]]:
+    """Job arguments with config paths that work inside the job, the indices of those that
+    name inline copies, and the shell steps that write those copies.
+
+    A config inside the project is passed by its path relative to the root (the same file in
+    the project and in its uploaded copy); one outside it travels inline in the entrypoint,
+    written into ``.ofa_job/`` of the uploaded copy before the job starts. A missing config
     fails here, before anything is submitted.
     """
     import base64
     import shlex
 
     out = list(args)
+    inline_at: set[int] = set()
     steps: list[str] = []
     for n, (j, prefix, value) in enumerate(_config_slots(out)):
         path = Path(value)
@@ -205,25 +211,44 @@ def _prepare_args(args: Sequence[str], root: Path, cwd: Path) -> tuple[list[str]
         if len(data) > _MAX_INLINE_CONFIG:
             raise UserError(f"config {value} is over {_MAX_INLINE_CONFIG // 1024} KiB and outside "
                             f"the project {root}; move it under jobs/")
-        inline = f".ofa_job/{n}_{path.name}"
+        inline = f"{_INLINE_DIR}/{n}_{path.name}"
         encoded = base64.b64encode(data).decode()
-        steps.append(f"mkdir -p .ofa_job && echo {encoded} | base64 -d > {shlex.quote(inline)}")
+        steps.append(f"mkdir -p {_INLINE_DIR} && echo {encoded} | base64 -d > "
+                     f"{shlex.quote(inline)}")
         out[j] = prefix + inline
-    return out, steps
+        inline_at.add(j)
+    return out, inline_at, steps
 
 
 def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
                    cwd: Path | None = None) -> str:
-    """The shell command a Ray Job runs for ``jobs/<job>.py`` with ``args`` quoted safely."""
+    """The shell command a Ray Job runs for ``jobs/<job>.py``, arguments quoted safely.
+
+    The code always comes from the uploaded copy of the project (``$OFA_JOB_DIR``). Where the
+    project also exists at the same path on the cluster machine (a local cluster), the job runs
+    in the project directory, so relative paths in configs (``../shared/data``, ``runs/...``)
+    mean what they mean on the user's machine, outputs land in the project, and MLflow defaults
+    to the project's SQLite store unless the job has a ``MLFLOW_TRACKING_URI``. Elsewhere it
+    runs in the uploaded copy and keeps the cluster's MLflow URI.
+    """
     import shlex
 
     root = root or project_root()
     names = known_jobs(root)
     if job not in names:
         raise UserError(f"unknown job {job!r}; choose from {', '.join(names) or '(none)'}")
-    rewritten, steps = _prepare_args(args, root, cwd or Path.cwd())
-    command = shlex.join(["python", f"jobs/{job}.py", *rewritten])
-    return " && ".join([*steps, command])
+    rewritten, inline_at, steps = _prepare_args(args, root, cwd or Path.cwd())
+    quoted = [f'"$OFA_JOB_DIR"/{shlex.quote(a)}' if i in inline_at and not a.startswith("-")
+              else (f'--config="$OFA_JOB_DIR"/{shlex.quote(a.split("=", 1)[1])}'
+                    if i in inline_at else shlex.quote(a))
+              for i, a in enumerate(rewritten)]
+    here = shlex.quote(str(root))
+    prelude = 'OFA_JOB_DIR="$PWD"'
+    if not any(c in str(root) for c in '"$`\\'):
+        prelude += (f"; if [ -d {here}/jobs ]; then cd {here} && export MLFLOW_TRACKING_URI="
+                    f'"${{MLFLOW_TRACKING_URI:-sqlite:///{root}/mlflow.db}}"; fi')
+    command = " ".join(["python", f'"$OFA_JOB_DIR"/jobs/{job}.py', *quoted])
+    return "; ".join(["set -e", *steps, prelude, command])
 
 
 def _is_local(url: str) -> bool:
@@ -232,15 +257,13 @@ def _is_local(url: str) -> bool:
 
 
 def _job_env(url: str, mlflow_uri: str | None) -> dict[str, str]:
-    """Environment for the job: the MLflow URI the job must write to.
+    """Environment for the job: the MLflow URI the job must write to, when one is known.
 
-    An explicit URI or ``MLFLOW_TRACKING_URI`` is passed through. For a local cluster the
-    default is this project's SQLite store (absolute path, same machine). A remote cluster
-    without either keeps its own ``MLFLOW_TRACKING_URI`` (set on the head by ray_cluster.yaml).
+    An explicit URI or ``MLFLOW_TRACKING_URI`` is passed through. Without either, a job keeps
+    the cluster's own ``MLFLOW_TRACKING_URI`` (set on the head by ray_cluster.yaml), or on a
+    local cluster the project's SQLite store (see ``job_entrypoint``).
     """
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri and _is_local(url):
-        uri = f"sqlite:///{project_root() / 'mlflow.db'}"
     env = {"PYTHONUNBUFFERED": "1"}
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
@@ -277,6 +300,8 @@ def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | 
     env = _job_env(client.get_address(), mlflow_uri)
     if "MLFLOW_TRACKING_URI" in env:
         ensure_sqlite_store(env["MLFLOW_TRACKING_URI"])
+    elif _is_local(client.get_address()):
+        ensure_sqlite_store(f"sqlite:///{root / 'mlflow.db'}")
     runtime_env = {"working_dir": str(root), "excludes": list(JOB_EXCLUDES), "env_vars": env}
     kwargs: dict[str, Any] = {}
     if num_cpus is not None:

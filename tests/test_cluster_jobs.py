@@ -326,19 +326,40 @@ def test_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_entrypoints_ship_configs(tmp_path: Path) -> None:
-    import base64
-    import shlex
-
+    """Configs inside the project go by path, others inline; the shell command really runs
+    (here with a stand-in jobs/ entrypoint that prints its arguments and config)."""
     from ofa_platform.cluster import job_entrypoint
 
     inside = job_entrypoint("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
                             cwd=tmp_path)
-    assert inside == "python jobs/train.py jobs/train_cifar10_smoke.yaml"
+    assert inside.endswith('jobs/train.py jobs/train_cifar10_smoke.yaml')
+
+    root = tmp_path / "proj dir"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "echo.py").write_text(
+        "import os, sys\nprint(os.getcwd())\nprint(sys.argv[1:])\n"
+        "print(open(sys.argv[2]).read().strip())\nprint(os.environ['MLFLOW_TRACKING_URI'])\n")
     outside = tmp_path / "my run.yaml"
     outside.write_text("schedule: ofa\n")
-    cmd = job_entrypoint("train", ["--config", str(outside), "--x", "a b"], cwd=tmp_path)
-    setup, run = cmd.split(" && ", 1)[1].rsplit(" && ", 1)[0], cmd.rsplit(" && ", 1)[1]
-    assert shlex.split(run) == ["python", "jobs/train.py", "--config", ".ofa_job/0_my run.yaml",
-                                "--x", "a b"]
-    encoded = shlex.split(setup)[1]
-    assert base64.b64decode(encoded) == b"schedule: ofa\n"
+    cmd = job_entrypoint("echo", ["--config", str(outside), "--x", "a b"], root=root,
+                         cwd=tmp_path)
+    snapshot = tmp_path / "snapshot"          # the uploaded copy a Ray Job runs in
+    shutil.copytree(root, snapshot)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    cwd, argv, config, uri = res.stdout.split("\n")[:4]
+    assert Path(cwd) == root                  # runs in the project when it exists there
+    assert argv == str(["--config", f"{snapshot}/.ofa_job/0_my run.yaml", "--x", "a b"])
+    assert config == "schedule: ofa"
+    assert uri == f"sqlite:///{root}/mlflow.db"
+    shutil.rmtree(root)                       # a remote cluster: the project path is absent
+    env["MLFLOW_TRACKING_URI"] = "http://head:5000"
+    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    cwd, _, _, uri = res.stdout.split("\n")[:4]
+    assert Path(cwd) == snapshot and uri == "http://head:5000"
+    (snapshot / "jobs" / "echo.py").write_text("import sys\nsys.exit(3)\n")
+    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
+    assert res.returncode == 3                # the job's status is the entrypoint's
