@@ -252,7 +252,7 @@ def _no_accuracy(genes: np.ndarray) -> np.ndarray:
 def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     """OFA's recipe on our supernet: evaluate sampled subnets (Ray Tune), fit the MLP."""
     from ofa_platform.search.population import PopulationEvaluator
-    from ofa_platform.search.predictor import train_predictor
+    from ofa_platform.search.predictor import single_thread, train_predictor
 
     req = prepared.request
     if not req.data:
@@ -263,7 +263,8 @@ def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(req.n_arch_samples)))
     evaluator = PopulationEvaluator.from_request(prepared)
     accs = evaluator.evaluate(archs)
-    predictor, metrics = train_predictor(codec, archs, accs, seed=req.seed)
+    with single_thread():  # a small MLP: one thread is fastest on a busy machine
+        predictor, metrics = train_predictor(codec, archs, accs, seed=req.seed)
     prepared.predictor_metrics = metrics
     prepared.fitness.accuracy = lambda genes: predictor(codec, genes)
     prepared.evaluator = evaluator  # type: ignore[attr-defined]
