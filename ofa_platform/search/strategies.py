@@ -52,7 +52,7 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
     if strategy == "exhaustive":
         return _exhaustive(fitness, targets)
     if strategy == "vanilla":
-        if workers > 1 and len(targets) > 1:
+        if workers > 1 and len(targets) > 1 and _cheap(fitness):
             return _vanilla_ray(fitness, targets, seed, config, workers)
         return [evolve(fitness, t, seed=_rng(seed, i), config=config)
                 for i, t in enumerate(targets)]
@@ -151,6 +151,14 @@ def _exhaustive(fitness: Fitness, targets: Sequence[float]) -> list[SearchResult
     return out
 
 
+def _cheap(fitness: Fitness) -> bool:
+    """Spread targets over workers only when fitness is a table lookup: measured latency
+    would contend for the device it measures and race on its memo."""
+    from ofa_platform.search.latency import AdditiveEstimator
+
+    return isinstance(fitness.efficiency, AdditiveEstimator)
+
+
 def _vanilla_ray(fitness: Fitness, targets: Sequence[float], seed: int, config: EvolutionConfig,
                  workers: int) -> list[SearchResult]:
     """Independent targets as Ray tasks, the fitness shipped once through the object store."""
@@ -158,8 +166,8 @@ def _vanilla_ray(fitness: Fitness, targets: Sequence[float], seed: int, config: 
 
     from ofa_platform.search.predictor import single_thread
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # joins RAY_ADDRESS's cluster when set, else starts one
+        ray.init(include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=1)
     def one(fit: Fitness, target: float, index: int) -> SearchResult:
