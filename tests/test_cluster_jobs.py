@@ -280,9 +280,11 @@ def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow
     client = MlflowClient(tracking_uri=mlflow_uri)
     assert "pareto.parquet" in {a.path for a in client.list_artifacts(search.info.run_id)}
 
-    res = _cli(["submit", "compare", "--experiment", "e2e", "--json", "--address",
-                cluster.address], cluster, mlflow_uri, timeout=300)
+    report = tmp_path / "report.html"   # a local cluster: the job writes where we can look
+    res = _cli(["submit", "compare", "--experiment", "e2e", "--json", "--out", str(report),
+                "--address", cluster.address], cluster, mlflow_uri, timeout=300)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert "fig-pareto" in report.read_text()
     (compare,) = _runs(mlflow_uri, "e2e", "compare")
     assert compare.info.status == "FINISHED"
     assert "report.html" in {a.path for a in client.list_artifacts(compare.info.run_id)}
