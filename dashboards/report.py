@@ -303,14 +303,16 @@ def build_report(experiment: str, tracking_uri: str | None = None) -> tuple[str,
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary sibling and rename: never a half-written report."""
+    import uuid
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
