@@ -99,3 +99,11 @@ def test_setup_installs_this_project(config: dict) -> None:
     excluded = " ".join(config["rsync_exclude"])
     for name in (".venv", "*.db", "data", ".git"):
         assert name in excluded
+
+
+def test_images_run_the_installed_ray(config: dict) -> None:
+    """Client and cluster must run the same Ray version (the Jobs API and token auth change)."""
+    import ray
+
+    images = [v for k, v in config["docker"].items() if k.endswith("image")]
+    assert images and all(img.split(":")[1].startswith(f"{ray.__version__}-py311") for img in images)

@@ -40,7 +40,7 @@ def _train_run(client, exp_id: str, method: str) -> str:
     rid = run.info.run_id
     for index, (name, start, end) in enumerate(phases):
         child = client.create_run(exp_id, run_name=f"{method}-{name}", tags={
-            "mlflow.parentRunId": rid, "ofa.phase": name, "ofa.kind": "train",
+            "mlflow.parentRunId": rid, "ofa.phase": name, "ofa.kind": "train_phase",
             "ofa.method": method})
         client.log_batch(child.info.run_id, params=[
             Param("phase_index", str(index)), Param("start_epoch", str(start)),
