@@ -106,4 +106,5 @@ def test_images_run_the_installed_ray(config: dict) -> None:
     import ray
 
     images = [v for k, v in config["docker"].items() if k.endswith("image")]
-    assert images and all(img.split(":")[1].startswith(f"{ray.__version__}-py311") for img in images)
+    assert images
+    assert all(img.split(":")[1].startswith(f"{ray.__version__}-py311") for img in images)
