@@ -179,7 +179,7 @@ def test_our_largest_subnet_equals_reference(ref) -> None:
     from search_spaces.spaces import get_space
 
     torch.manual_seed(0)
-    theirs = reference.build_supernet(ref, n_classes=10)
+    theirs = reference.build_supernet(ref, n_classes=10, dropout=0.0)
     # Non-trivial BN statistics, so that eval mode tests more than the affine weights.
     with torch.no_grad():
         for m in theirs.modules():
@@ -187,15 +187,16 @@ def test_our_largest_subnet_equals_reference(ref) -> None:
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     space = get_space("ofa_mbv3")
-    ours = create_supernet(space, n_classes=10)
+    ours = create_supernet(space, n_classes=10, dropout=0.0)
     load_ofa_checkpoint(ours, {"state_dict": theirs.state_dict()})
-    largest = space.largest(64)
-    ours.set_active(largest)
-    reference.set_active(theirs, space.to_ofa_dict(largest))
-    ours.eval()
-    theirs.eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        a, b = ours(x), theirs(x)
-    assert a.shape == b.shape == (2, 10)
-    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    x = torch.randn(2, 3, 128, 128)
+    for arch in (space.largest(128), space.smallest(128)):
+        ours.set_active(arch)
+        reference.set_active(theirs, space.to_ofa_dict(arch))
+        for train in (False, True):
+            ours.train(train)
+            theirs.train(train)
+            with torch.no_grad():
+                a, b = ours(x), theirs(x)
+            assert a.shape == b.shape == (2, 10)
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (arch.key, train)
