@@ -41,7 +41,8 @@ def test_evolution_is_seeded_feasible_and_beats_random(ofa: Fitness) -> None:
         b = evolve(ofa, 25, seed=3, config=cfg)
     assert a.arch == b.arch and a.accuracy == b.accuracy
     assert a.feasible and a.cost <= 25
-    assert a.evaluations == cfg.population_size * (cfg.generations + 1)
+    # converged generations rebuild known archs: only unseen ones reach the predictor
+    assert cfg.population_size <= a.evaluations <= cfg.population_size * (cfg.generations + 1)
     rand = ofa.codec.random(np.random.default_rng(0), 2000)
     ok = ofa.efficiency(rand) <= 25
     assert a.accuracy > ofa.accuracy(rand[ok]).max()

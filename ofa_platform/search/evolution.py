@@ -182,6 +182,28 @@ def _initial(fitness: Fitness, rng: np.random.Generator, ops: _Ops, target: floa
     return pool, np.asarray(fitness.efficiency(pool), dtype=np.float64)
 
 
+class _Memo:
+    """Accuracy of archs already scored in this search. Late generations are converged and
+    crossover of near-identical parents mostly rebuilds them, so only unseen archs (compared
+    on their active genes) go to the predictor."""
+
+    def __init__(self, fitness: Fitness) -> None:
+        self.fitness = fitness
+        self.seen: dict[bytes, float] = {}
+
+    def __call__(self, genes: np.ndarray) -> np.ndarray:
+        keys = [row.tobytes() for row in self.fitness.codec.canonical(genes)]
+        new: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            if k not in self.seen and k not in new:
+                new[k] = i
+        if new:
+            idx = np.fromiter(new.values(), dtype=np.int64, count=len(new))
+            for k, a in zip(new, self.fitness.score(genes[idx])):
+                self.seen[k] = float(a)
+        return np.array([self.seen[k] for k in keys], dtype=np.float64)
+
+
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
            config: EvolutionConfig = EvolutionConfig(), generations: int | None = None,
            seed_population: np.ndarray | None = None) -> SearchResult:
@@ -194,7 +216,8 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
     ops = _Ops(fitness.codec, config)
     evals0 = fitness.evaluations
     pop, cost = _initial(fitness, rng, ops, target, config, seed_population)
-    acc = fitness.score(pop)
+    score = _Memo(fitness)
+    acc = score(pop)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
     for _ in range(n_gen):
         order = np.argsort(-acc, kind="stable")[:n_par]
@@ -211,7 +234,7 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
         children = np.concatenate([m_genes, c_genes])
         pop = np.concatenate([parents, children])
         cost = np.concatenate([p_cost, m_cost, c_cost])
-        acc = np.concatenate([p_acc, fitness.score(children)])
+        acc = np.concatenate([p_acc, score(children)])
     best = int(np.argmax(acc))
     final = np.argsort(-acc, kind="stable")[:config.population_size]
     return SearchResult(
