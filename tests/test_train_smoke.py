@@ -161,3 +161,30 @@ def test_killed_worker_resumes_from_last_checkpoint(shared_data: Path, ray_local
             for h in client.get_metric_history(out.run_id, "resumed_from")]
     assert max(resumed, default=-1) >= 1, (hist, [str(p) for p in checkpoints()])
     assert all(k in run.data.metrics for k in COST)
+
+
+def test_failed_job_records_cost_and_ends_failed(shared_data: Path, ray_local: object,
+                                                 mlflow_uri: str, tmp_path: Path) -> None:
+    """A job that breaks inside the workers (here: its init checkpoint vanished after
+    validation) ends FAILED with what it spent, and leaves no run RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.runner import prepare, run_training
+    from search_spaces.checkpoints import save_supernet
+    from search_spaces.registry import create_supernet
+
+    ckpt = tmp_path / "init.pt"
+    save_supernet(str(ckpt), create_supernet("compofa_mbv3", n_classes=10, small_input=True))
+    recipe = tmp_path / "resumable.yaml"
+    recipe.write_text(RESUMABLE.replace("ofa_mbv3", "compofa_mbv3"))
+    prep = prepare(_request(str(recipe), tmp_path, mlflow_uri, subset=24, max_failures=0,
+                            init_checkpoint=str(ckpt)))
+    ckpt.unlink()
+    out = run_training(prep, progress=lambda s: None)
+    assert out.status == "FAILED" and out.error
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(out.run_id)
+    assert run.info.status == "FAILED"
+    assert all(k in run.data.metrics and run.data.metrics[k] > 0 for k in COST)
+    everything = client.search_runs([run.info.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in everything}

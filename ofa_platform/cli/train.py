@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-checkpoint", help="supernet file to start the first phase from")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     p.add_argument("--val-limit", type=int, help="evaluate on at most N validation images")
+    p.add_argument("--loader-workers", type=int, default=0,
+                   help="DataLoader processes per worker for on-disk images")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=run)
 
@@ -54,7 +56,7 @@ def request_from_args(args: argparse.Namespace) -> object:
         small_input=args.small_input,
         hardware=args.hardware, max_failures=args.max_failures,
         storage_path=args.storage_path, init_checkpoint=args.init_checkpoint, amp=args.amp,
-        val_limit=args.val_limit)
+        val_limit=args.val_limit, loader_workers=args.loader_workers)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,7 +54,8 @@ class EngineConfig:
     ``schedule`` is already scaled (``Schedule.scaled``); ``batch_size`` is per worker.
     ``amp`` is ``auto`` (bf16 where the GPU supports it, else fp16; off on CPU), ``bf16``,
     ``fp16`` or ``off``. ``init_checkpoint`` is a supernet file whose weights the first phase
-    starts from instead of the fresh initialisation.
+    starts from instead of the fresh initialisation. ``loader_workers`` decode on-disk images
+    (ImageFolder) in that many DataLoader processes, so a GPU is not starved by JPEG decoding.
     """
 
     schedule: Schedule
@@ -68,6 +69,7 @@ class EngineConfig:
     amp: str = "auto"
     recal_images: int = 512
     val_limit: int | None = None
+    loader_workers: int = 0
     init_checkpoint: str | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
 
@@ -158,6 +160,8 @@ class _Worker:
         self.scaler_state: dict[str, Any] | None = None
         if env.checkpoint_dir:
             self._restore(env.checkpoint_dir)
+            if env.checkpoint_is_copy:
+                shutil.rmtree(env.checkpoint_dir, ignore_errors=True)
         mf = torch.channels_last if self.cuda else torch.contiguous_format
         self.supernet.to(self.device, memory_format=mf)
         self.model = env.wrap_model(self.supernet)
@@ -259,7 +263,8 @@ class _Worker:
 
         return iter(iterate_batches(self.dataset, batch_size=self.cfg.batch_size,
                                     resolution=resolution, train=train, seed=self.cfg.seed,
-                                    epoch=epoch, rank=rank, world_size=world))
+                                    epoch=epoch, rank=rank, world_size=world,
+                                    num_workers=self.cfg.loader_workers))
 
     def train_epoch(self, epoch: int, phase: Phase) -> dict[str, float]:
         from ofa_platform.train.eps import schedule_beta
@@ -424,6 +429,7 @@ class WorkerEnv:
     checkpoint_dir: str | None
     wrap_model: Callable[[nn.Module], nn.Module]
     report: Callable[[dict[str, Any], str | None], None]
+    checkpoint_is_copy: bool = False  # remove checkpoint_dir once restored
 
 
 def plain_env(device: str | torch.device = "cpu", checkpoint_dir: str | None = None,
@@ -469,7 +475,7 @@ def _ray_env() -> WorkerEnv:
 
     return WorkerEnv(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
                      device=ray.train.torch.get_device(), checkpoint_dir=directory,
-                     wrap_model=wrap, report=report)
+                     wrap_model=wrap, report=report, checkpoint_is_copy=directory is not None)
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:

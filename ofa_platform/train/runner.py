@@ -73,6 +73,7 @@ class TrainRequest:
     amp: str = "auto"
     recal_images: int = 512
     val_limit: int | None = None
+    loader_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     _positive(request.gpus_per_worker, "--gpus-per-worker", integer=False, zero_ok=True)
     _positive(request.cpus_per_worker, "cpus per worker", integer=False)
     _positive(request.max_failures, "max failures", zero_ok=True)
+    _positive(request.loader_workers, "loader workers", zero_ok=True)
     if request.subset is not None:
         _positive(request.subset, "--subset")
     if request.amp not in ("auto", "bf16", "fp16", "off"):
@@ -158,7 +160,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
         schedule=schedule, space=space_name, data=request.data, batch_size=request.batch_size,
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
         small_input=small, amp=request.amp, recal_images=request.recal_images,
-        val_limit=request.val_limit, init_checkpoint=request.init_checkpoint)
+        val_limit=request.val_limit, init_checkpoint=request.init_checkpoint,
+        loader_workers=request.loader_workers)
     return PreparedRun(
         request=request, full_schedule=full, schedule=schedule, space=space_name,
         engine=engine, hardware=hardware, n_devices=max(1, n_devices),
