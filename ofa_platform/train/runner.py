@@ -11,11 +11,14 @@ runs in :func:`prepare` before Ray or MLflow start.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,13 +372,36 @@ def run_training(request: TrainRequest | PreparedRun,
 
     Raises ``UserError`` for bad input (before any run exists). A job that fails after it
     started returns its outcome with ``status == "FAILED"`` (the MLflow run says so and holds
-    the cost); ``KeyboardInterrupt`` ends the run KILLED and propagates.
+    the cost); ``KeyboardInterrupt`` (and SIGTERM, which ``ray job stop`` sends to a job's
+    driver) ends the run KILLED after recording the cost, and propagates.
     """
-
-    from ofa_platform.tracking import tracked_run
-
     prep = request if isinstance(request, PreparedRun) else prepare(request)
     _ensure_ray(prep)
+    with _sigterm_as_interrupt():
+        return _run_tracked(prep, progress)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while the job runs (main thread only), so the
+    cost is logged and the MLflow run is ended instead of the process just vanishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOutcome:
+    from ofa_platform.tracking import tracked_run
+
     outcome = TrainOutcome(run_id="", run_name=prep.run_name, status="RUNNING",
                            checkpoint_dir=None)
     try:
