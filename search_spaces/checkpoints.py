@@ -268,6 +268,9 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
         state = data.get("state_dict", data) if isinstance(data, dict) else {}
         w = state.get("classifier.linear.weight") if isinstance(state, dict) else None
         n_classes = int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 1000
-    net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
-                          n_classes=n_classes, small_input=small_input)
+    try:
+        net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
+                              n_classes=n_classes, small_input=small_input)
+    except ValueError as exc:  # bad width or class count given by the user
+        raise UserError(str(exc)) from None
     return load_ofa_checkpoint(net, data)
