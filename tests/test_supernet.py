@@ -237,3 +237,35 @@ def test_create_supernet_rejects_bad_arguments() -> None:
         create_supernet("nope")
     with pytest.raises(ValueError, match="width_mult"):
         create_supernet("ofa_mbv3", width_mult=0)
+
+
+@pytest.mark.parametrize("space,eps", [("ofa_mbv3", 1e-5), ("ofa_proxyless", 1e-3)])
+def test_batchnorm_settings_in_supernet_and_subnet(space: str, eps: float) -> None:
+    net = create_supernet(space, n_classes=10)
+    sub = net.extract(net.space.smallest(128))
+    for model in (net, sub):
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert bns and all(m.eps == eps and m.momentum == 0.1 for m in bns)
+
+
+def test_dropout_sits_before_the_classifier() -> None:
+    net = create_supernet("ofa_mbv3", n_classes=10, dropout=0.3)
+    seen: list[str] = []
+    net.dropout.register_forward_hook(lambda *a: seen.append("dropout"))
+    net.classifier.register_forward_hook(lambda *a: seen.append("classifier"))
+    net.eval()(torch.randn(1, 3, 32, 32))
+    assert seen == ["dropout", "classifier"] and net.dropout.p == 0.3
+
+
+def test_dynamic_linear_uses_the_first_features() -> None:
+    from search_spaces.ops import DynamicLinear
+
+    torch.manual_seed(0)
+    lin = DynamicLinear(8, 6)
+    with torch.no_grad():
+        lin.bias.normal_()
+    x = torch.randn(3, 5)
+    y = lin(x, 4)
+    assert torch.allclose(y, x @ lin.weight[:4, :5].t() + lin.bias[:4])
+    static = lin.extract(5, 4)
+    assert type(static) is nn.Linear and torch.allclose(static(x), y)
