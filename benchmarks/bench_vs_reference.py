@@ -433,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_start = harness.machine_info().get("load_avg_1m")
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = wanted - {"train", "extract", "recal", "search"}
     if unknown:
@@ -468,7 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("recal+eval", lambda: bench_recal_eval(ref, args))
     if "search" in wanted:
         attempt("search", lambda: bench_search(ref, args))
-    meta = {"reference": refmod.REFERENCE_REQUIREMENT, "args": {
+    meta = {"reference": refmod.REFERENCE_REQUIREMENT, "load_avg_1m_start": load_start,
+            "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     path = harness.write_results(args.out, harness.results_payload(comps, meta=meta,
                                                                    skipped=skipped))
