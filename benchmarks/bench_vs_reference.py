@@ -470,8 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "search" in wanted:
         attempt("search", lambda: bench_search(ref, args))
     meta = {"reference": refmod.REFERENCE_REQUIREMENT, "load_avg_1m_start": load_start,
-            "args": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+            "args": {k: (str(v) if isinstance(v, Path) else v)
+                     for k, v in vars(args).items()}}
     path = harness.write_results(args.out, harness.results_payload(comps, meta=meta,
                                                                    skipped=skipped))
     print()
