@@ -47,7 +47,7 @@ def test_same_seed_repeats_subnets_and_losses(tmp_path: Path, shared_data: Path)
 
     def run(seed: int) -> list[dict]:
         cfg = EngineConfig(schedule=schedule, space="deps_mbv3", data="cifar10", batch_size=4,
-                           seed=seed, subset=20, recal_images=4, val_limit=4)
+                           seed=seed, subset=12, recal_images=4, val_limit=4)
         return run_plain(cfg)
 
     a, b, c = run(0), run(0), run(1)

@@ -24,7 +24,7 @@ COST = ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")
 def _request(schedule: str, tmp_path: Path, uri: str, **kw: object) -> object:
     from ofa_platform.train.runner import TrainRequest
 
-    base = dict(schedule=schedule, data="cifar10", workers=2, epoch_scale=0.006, subset=40,
+    base = dict(schedule=schedule, data="cifar10", workers=2, epoch_scale=0.006, subset=24,
                 batch_size=8, storage_path=str(tmp_path / "ray"), tracking_uri=uri,
                 recal_images=8, val_limit=8, experiment="smoke", max_failures=2)
     base.update(kw)
