@@ -458,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return
         for c in (got if isinstance(got, list) else [got]):
             comps.append(c)
-            print(f"    {c.name}: ratio {c.ratio:.2f}x (cpu {c.cpu_ratio:.2f}x)", flush=True)
+            print(f"    {c.name}: ratio {c.ratio:.2f}x (paired {c.paired_ratio:.2f}x, "
+                  f"cpu {c.cpu_ratio:.2f}x)", flush=True)
 
     if "train" in wanted:
         for dev in _devices(args.devices):

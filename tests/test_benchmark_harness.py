@@ -91,6 +91,8 @@ def test_compare_interleaves_and_computes_ratios() -> None:
     assert comp.reference.median_wall_s == 5.0
     assert comp.ratio == pytest.approx(5.0 / 1.75)
     assert comp.cpu_ratio == pytest.approx(5.0 / 0.875)
+    # per-round ratios 4, 3, 0.05, 3.33: median (3 + 3.33) / 2
+    assert comp.paired_ratio == pytest.approx((3.0 + 5.0 / 1.5) / 2)
     assert comp.throughput(comp.ours) == pytest.approx(8 / 1.75)
     assert comp.ours.result == 1.5 and comp.reference.result == 5.0
 
