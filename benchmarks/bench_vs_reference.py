@@ -51,19 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of train,extract,recal,search")
     p.add_argument("--devices", default="auto",
                    help="training-step devices: cpu, cuda, cpu,cuda; auto = cpu (+cuda if any)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads (0: leave torch's default)")
-    p.add_argument("--batch", type=int, default=16, help="training-step batch (CPU)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads for both sides (default 1: on a shared 2-core "
+                        "box two threads per process make wall times chaotic; 0: torch's "
+                        "default)")
+    p.add_argument("--batch", type=int, default=8, help="training-step batch (CPU)")
     p.add_argument("--cuda-batch", type=int, default=128, help="training-step batch (CUDA)")
     p.add_argument("--resolution", type=int, default=128, help="training-step resolution")
     p.add_argument("--subnets", type=int, default=4, help="subnets per training step")
-    p.add_argument("--train-repeats", type=int, default=4)
-    p.add_argument("--extract-repeats", type=int, default=7)
-    p.add_argument("--recal-images", type=int, default=256)
+    p.add_argument("--train-repeats", type=int, default=7)
+    p.add_argument("--extract-repeats", type=int, default=9)
+    p.add_argument("--recal-images", type=int, default=128)
     p.add_argument("--recal-batch", type=int, default=64)
-    p.add_argument("--eval-images", type=int, default=256)
+    p.add_argument("--eval-images", type=int, default=128)
     p.add_argument("--recal-resolution", type=int, default=128)
-    p.add_argument("--recal-repeats", type=int, default=3)
+    p.add_argument("--recal-repeats", type=int, default=5)
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--targets", default=DEFAULT_TARGETS, help="Note10 targets in ms")
