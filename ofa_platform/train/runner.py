@@ -149,7 +149,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
         phase.space(space)
     spec = parse_data_spec(request.data)
     dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
-    full_dataset = dataset if request.subset is None else load_dataset(spec, seed=request.seed)
+    n_train_full = _full_train_size(spec, dataset.n_train, request.subset, request.seed)
     if dataset.n_train < request.workers:
         raise UserError(f"{dataset.n_train} training images cannot feed {request.workers} "
                         "workers; raise --subset")
@@ -168,10 +168,29 @@ def prepare(request: TrainRequest) -> PreparedRun:
     return PreparedRun(
         request=request, full_schedule=full, schedule=schedule, space=space_name,
         engine=engine, hardware=hardware, n_devices=max(1, n_devices),
-        n_train=dataset.n_train, n_train_full=full_dataset.n_train,
+        n_train=dataset.n_train, n_train_full=n_train_full,
         run_name=request.run_name or unique_run_name(full.name, space_name),
         storage_path=os.path.abspath(request.storage_path or default_storage_path()),
         tracking_uri=resolve_tracking_uri(request.tracking_uri))
+
+
+def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> int:
+    """Training images of the whole dataset (for the full-recipe projection) without
+    decoding it: Parquet row counts come from the file footer, less the validation split."""
+    if subset is None:
+        return n_train
+    import inspect
+
+    from ofa_platform.datasets import load_dataset
+
+    if spec.kind == "parquet" and spec.path is not None:
+        import pyarrow.parquet as pq
+
+        f = spec.path if spec.path.is_file() else spec.path / "train.parquet"
+        rows = pq.ParquetFile(f).metadata.num_rows
+        val = inspect.signature(load_dataset).parameters["val_fraction"].default
+        return int(round(rows * (1.0 - val)))
+    return load_dataset(spec, seed=seed).n_train
 
 
 def _check_checkpoint(path: str, space_name: str) -> None:
