@@ -71,21 +71,21 @@ def main() -> int:
     net = create_supernet("ofa_mbv3").to(device)
     space = net.space
     rows = []
+    print(f"ofa_mbv3 w1.0 forward+backward, batch {args.batch}, {device.type} "
+          f"({torch.get_num_threads()} threads), median of {args.steps} steps", flush=True)
+    print(f"{'subnet':<9} {'res':>4} {'in supernet img/s':>18} {'static img/s':>13}", flush=True)
     for r in (int(v) for v in args.resolutions.split(",")):
         x = torch.randn(args.batch, 3, r, r, device=device)
         y = torch.randint(0, 1000, (args.batch,), device=device)
         for name, arch in (("largest", space.largest(224)), ("smallest", space.smallest(128))):
             net.set_active(arch)
             sub = net.extract(arch).to(device)
-            rows.append({"subnet": name, "resolution": r,
-                         "supernet_img_s": _steps_per_s(net, x, y, args.steps, sync),
-                         "static_img_s": _steps_per_s(sub, x, y, args.steps, sync)})
-    print(f"ofa_mbv3 w1.0 forward+backward, batch {args.batch}, {device.type} "
-          f"({torch.get_num_threads()} threads), median of {args.steps} steps")
-    print(f"{'subnet':<9} {'res':>4} {'in supernet img/s':>18} {'static img/s':>13}")
-    for row in rows:
-        print(f"{row['subnet']:<9} {row['resolution']:>4} {row['supernet_img_s']:>18.1f} "
-              f"{row['static_img_s']:>13.1f}")
+            row = {"subnet": name, "resolution": r,
+                   "supernet_img_s": _steps_per_s(net, x, y, args.steps, sync),
+                   "static_img_s": _steps_per_s(sub, x, y, args.steps, sync)}
+            rows.append(row)
+            print(f"{name:<9} {r:>4} {row['supernet_img_s']:>18.1f} "
+                  f"{row['static_img_s']:>13.1f}", flush=True)
     ratios = {}
     for r in sorted({row["resolution"] for row in rows}):
         big, small = (next(x for x in rows if x["resolution"] == r and x["subnet"] == s)
