@@ -70,8 +70,8 @@ def main() -> int:
             rows.append(row)
             print(f"{name}: {out.status} {row['epochs']} epochs, "
                   f"acc S/M/L {row['acc_smallest']:.3f}/{row['acc_middle']:.3f}/"
-                  f"{row['acc_largest']:.3f}, {row['device_hours']:.4f} device-hours",
-                  flush=True)
+                  f"{row['acc_largest']:.3f}, {row['device_hours']:.4f} device-hours"
+                  + (f" ({out.error})" if out.error else ""), flush=True)
     ray.shutdown()
     base = rows[0]
     print(f"\nSchedules at an equal budget of ~{args.epochs} epochs, {args.subset} images, "
