@@ -12,7 +12,6 @@ import html
 import io
 import json
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from dashboards.compare import ExperimentRuns, comparison_table, format_table, load_runs
+from ofa_platform.files import atomic_path
 
 __all__ = ["FIGURES", "ReportResult", "build_report", "table_records", "write_report"]
 
@@ -302,20 +302,6 @@ def build_report(experiment: str, tracking_uri: str | None = None) -> tuple[str,
     return "\n".join(parts), table
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary sibling and rename: never a half-written report."""
-    import uuid
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(experiment: str, out: str | Path, tracking_uri: str | None = None,
                  log_to_mlflow: bool = True) -> ReportResult:
     """Write the report to ``out`` (atomically) and log it to a comparison run in MLflow.
@@ -330,7 +316,8 @@ def write_report(experiment: str, out: str | Path, tracking_uri: str | None = No
     out = Path(out)
     uri = resolve_uri(tracking_uri)
     text, table = build_report(experiment, uri)
-    _atomic_write(out, text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     if not log_to_mlflow:
         return ReportResult(out, None, table)
     client = MlflowClient(tracking_uri=uri)

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 
 __all__ = ["JsonMemo", "atomic_write_text", "file_fingerprint", "accuracy_cache_path"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 class JsonMemo:

@@ -8,12 +8,11 @@ Files are written to a temp name and renamed, so a failed search leaves no half 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ofa_platform.files import atomic_path
 from ofa_platform.search.evolution import SearchResult
 from search_spaces.blueprint import NetworkPlan
 from search_spaces.flops import count_macs_params
@@ -50,18 +49,10 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols = list(columns or (rows[0].keys() if rows else PARETO_COLUMNS))
     table = pa.table({c: [r.get(c) for r in rows] for c in cols})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_platform.errors import UserError
+from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
 from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
 from search_spaces.arch import ArchConfig
 
@@ -95,51 +96,11 @@ class ShardEvaluator:
         s = self.setup
         calib = self._batches("train", arch.r, s.calib_images, s.calib_batch)
         val = self._batches("val", arch.r, s.val_subset, s.eval_batch)
-        model = _recalibrate(self.supernet, arch, [x for x, _ in calib], self.device)
-        return _top1(model, val, self.device)
+        model = recalibrate_bn(self.supernet, arch, [x for x, _ in calib], self.device)
+        return float(evaluate_top1(model, val, self.device))
 
     def evaluate(self, arch_dicts: Sequence[dict[str, Any]]) -> list[float]:
         return [self.evaluate_one(ArchConfig.from_dict(d)) for d in arch_dicts]
-
-
-def _recalibrate(supernet: Any, arch: ArchConfig, images: list[Any], device: str) -> Any:
-    """The evaluation area's ``recalibrate_bn`` when present; else the same rule here: reset
-    every BN of the extracted subnet and average its batch statistics over ``images``."""
-    try:
-        from ofa_platform.evaluation import recalibrate_bn
-    except ImportError:
-        recalibrate_bn = None
-    if recalibrate_bn is not None:
-        return recalibrate_bn(supernet, arch, images, device)
-    import torch
-
-    model = supernet.extract(arch).to(device)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: each batch weighted equally
-    model.train()
-    with torch.no_grad():
-        for x in images:
-            model(x.to(device))
-    return model.eval()
-
-
-def _top1(model: Any, batches: list[Any], device: str) -> float:
-    try:
-        from ofa_platform.evaluation import evaluate_top1
-    except ImportError:
-        evaluate_top1 = None
-    if evaluate_top1 is not None:
-        return float(evaluate_top1(model, batches, device))
-    import torch
-
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-            total += len(y)
-    return correct / max(1, total)
 
 
 def _make_trainable() -> Any:

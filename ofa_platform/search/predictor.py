@@ -11,8 +11,6 @@ calls it once per generation and torch's per-call overhead would dominate at 100
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
 
@@ -148,18 +147,10 @@ class AccuracyPredictor:
         """Our format: the state dict plus the encoding (a plain published file has none)."""
         import torch
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": PREDICTOR_FORMAT, "encoding": asdict(self.encoding),
                    "state_dict": self.state_dict, "metrics": dict(metrics or {})}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
 
