@@ -18,12 +18,13 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ofa_platform.files import atomic_path
 
 __all__ = [
     "Side",
@@ -238,16 +239,8 @@ def results_payload(comparisons: Sequence[Comparison], *, meta: dict[str, Any] |
 def write_results(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as JSON atomically (temp file in the same directory, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
     return path
 
 

@@ -26,23 +26,29 @@ __all__ = ["recalibrate_bn", "evaluate_top1"]
 
 
 class _BatchStats:
-    """Accumulates batch-size-weighted sums of one BN layer's per-batch mean and variance."""
+    """Accumulates batch-size-weighted sums of one BN layer's per-batch mean and variance.
+
+    The BN layer computes the batch statistics anyway; with momentum 1.0 its running buffers
+    hold exactly this batch's mean and unbiased variance after each forward, so the hook reads
+    them (turning the variance biased, as OFA does) instead of computing them a second time.
+    """
 
     def __init__(self) -> None:
         self.mean_sum: torch.Tensor | None = None
         self.var_sum: torch.Tensor | None = None
         self.count = 0
 
-    def hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        x = inputs[0].detach().float()
+    def hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        x = inputs[0]
         n = x.shape[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = (x - mean.view(1, -1, 1, 1)).pow(2).mean(dim=(0, 2, 3))
+        per_channel = x.numel() // x.shape[1]
+        mean = module.running_mean.float() * n
+        var = module.running_var.float() * (n * (per_channel - 1) / max(per_channel, 1))
         if self.mean_sum is None or self.var_sum is None:
-            self.mean_sum, self.var_sum = mean * n, var * n
+            self.mean_sum, self.var_sum = mean, var
         else:
-            self.mean_sum += mean * n
-            self.var_sum += var * n
+            self.mean_sum += mean
+            self.var_sum += var
         self.count += n
 
 
@@ -56,11 +62,14 @@ def recalibrate_bn(supernet: Supernet, arch: ArchConfig, images: Iterable[torch.
     """
     model = supernet.extract(arch).to(device)
     stats: dict[str, _BatchStats] = {}
+    momenta: dict[str, float | None] = {}
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             stats[name] = _BatchStats()
-            handles.append(m.register_forward_pre_hook(stats[name].hook))
+            momenta[name] = m.momentum
+            m.momentum = 1.0
+            handles.append(m.register_forward_hook(stats[name].hook))
     model.train()
     n_batches = 0
     try:
@@ -79,6 +88,7 @@ def recalibrate_bn(supernet: Supernet, arch: ArchConfig, images: Iterable[torch.
         if s.count and s.mean_sum is not None and s.var_sum is not None:
             bn.running_mean.copy_(s.mean_sum / s.count)
             bn.running_var.copy_(s.var_sum / s.count)
+        bn.momentum = momenta[name]
     return model.eval()
 
 

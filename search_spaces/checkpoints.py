@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
@@ -90,17 +90,9 @@ def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_ofa_checkpoint(path: str | os.PathLike[str], supernet: Supernet,

@@ -21,10 +21,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _few_threads() -> None:
-    """CI has 2 cores; keep torch from oversubscribing them."""
+    """CI has 2 cores shared with Ray workers: one torch thread avoids oversubscription (10x slower tiny forwards were measured with 2 on a busy box)."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

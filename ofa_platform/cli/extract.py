@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -62,26 +62,17 @@ def export_subnet(model: nn.Module, example: torch.Tensor, out: str | os.PathLik
         raise UserError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     model = model.eval()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # torch.export.save wants a name ending in .pt2; the final name is the user's choice.
-    suffix = ".tmp.pt2" if fmt == "export" else ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            if fmt == "export":
-                batch = torch.export.Dim("batch", min=1, max=4096)
-                program = torch.export.export(model, (example,),
-                                              dynamic_shapes=({0: batch},))
-                torch.export.save(program, tmp)
-            else:
-                with warnings.catch_warnings():  # TorchScript is deprecated but still asked for
-                    warnings.simplefilter("ignore", FutureWarning)
-                    torch.jit.save(torch.jit.trace(model, (example,)), tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, suffix=".tmp.pt2" if fmt == "export" else ".tmp") as tmp, \
+            torch.no_grad():
+        if fmt == "export":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            torch.export.save(program, tmp)
+        else:
+            with warnings.catch_warnings():  # TorchScript is deprecated but still asked for
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(torch.jit.trace(model, (example,)), tmp)
     return out
 
 

@@ -1,0 +1,34 @@
+"""``ofa-platform quickstart``: train OFA, CompOFA and DεpS at toy scale, search each, report."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="the whole mission at toy scale on this machine")
+    p.add_argument("--experiment", default="quickstart", help="MLflow experiment")
+    p.add_argument("--out-dir", default="runs/quickstart", help="checkpoints, tables, report")
+    p.add_argument("--methods", default="ofa,compofa,deps", help="recipes to compare")
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ofa_platform.errors import UserError
+    from ofa_platform.quickstart import QuickstartConfig, run_quickstart, summary_lines
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if not methods:
+        raise UserError("--methods: name at least one recipe")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    cfg = QuickstartConfig(methods=methods, experiment=args.experiment, out_dir=args.out_dir,
+                           workers=args.workers, seed=args.seed)
+    result = run_quickstart(cfg, progress=lambda line: print(line, flush=True))
+    for line in summary_lines(result):
+        print(line)
+    return 0
