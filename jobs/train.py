@@ -8,56 +8,19 @@ a job and the CLI run exactly the same code. Bad configs exit 2 with one line.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any
 
 from ofa_platform.errors import UserError
+from ofa_platform.jobconfig import load_job_config
 from ofa_platform.train.runner import TrainRequest, prepare, run_training
 
 __all__ = ["load_request", "main"]
 
 
-def _check_type(name: str, value: Any, hint: Any) -> Any:
-    """Coerce/validate one field against its annotation (int, float, str, bool, optional)."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise UserError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
 def load_request(path: str | Path) -> TrainRequest:
     """Parse a job YAML into a ``TrainRequest``; unknown keys and wrong types are errors."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"job config {path}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"job config {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"job config {path}: expected a mapping of train settings")
-    hints = typing.get_type_hints(TrainRequest)
-    fields = {f.name for f in dataclasses.fields(TrainRequest)}
-    unknown = sorted(set(map(str, data)) - fields)
-    if unknown:
-        raise UserError(f"job config {path}: unknown keys {', '.join(unknown)}")
-    values = {k: _check_type(f"{path}: {k}", v, hints[k]) for k, v in data.items()}
-    for required in ("schedule", "data"):
-        if required not in values:
-            raise UserError(f"job config {path}: {required} is required")
-    return TrainRequest(**values)
+    return load_job_config(path, TrainRequest, required=("schedule", "data"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,10 @@ _PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def default_storage_path() -> str:
-    """Ray Train's storage for checkpoints: ``runs/ray`` in the project (absolute; ignored by
-    git). On a multi-node cluster pass a shared path instead."""
-    return str(_PROJECT_DIR / "runs" / "ray")
+    """Ray Train's storage for checkpoints: ``OFA_STORAGE_PATH`` when set (shared storage on a
+    cluster, e.g. S3, as ``ray_cluster.yaml`` exports it), else ``runs/ray`` in the project
+    (absolute; ignored by git)."""
+    return os.environ.get("OFA_STORAGE_PATH") or str(_PROJECT_DIR / "runs" / "ray")
 
 
 def unique_run_name(schedule: str, space: str) -> str:
@@ -160,7 +161,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
     n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
     small = dataset.small_input if request.small_input is None else request.small_input
     engine = EngineConfig(
-        schedule=schedule, space=space_name, data=request.data, batch_size=request.batch_size,
+        schedule=schedule, space=space_name, data=_absolute_data(spec, request.data),
+        batch_size=request.batch_size,
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
         small_input=small, amp=request.amp, recal_images=request.recal_images,
         val_limit=request.val_limit, init_checkpoint=request.init_checkpoint,
@@ -170,7 +172,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
         engine=engine, hardware=hardware, n_devices=max(1, n_devices),
         n_train=dataset.n_train, n_train_full=n_train_full,
         run_name=request.run_name or unique_run_name(full.name, space_name),
-        storage_path=os.path.abspath(request.storage_path or default_storage_path()),
+        storage_path=_storage(request.storage_path or default_storage_path()),
         tracking_uri=resolve_tracking_uri(request.tracking_uri))
 
 
@@ -191,6 +193,19 @@ def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> 
         val = inspect.signature(load_dataset).parameters["val_fraction"].default
         return int(round(rows * (1.0 - val)))
     return load_dataset(spec, seed=seed).n_train
+
+
+def _storage(path: str) -> str:
+    """Local paths made absolute; URIs (``s3://...``) kept as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _absolute_data(spec: Any, text: str) -> str:
+    """The data spec with its path made absolute: Ray workers (and Ray Jobs) run in other
+    working directories, where a relative path means something else."""
+    if spec.kind in ("parquet", "imagefolder") and spec.path is not None:
+        return f"{spec.kind}:{spec.path}"
+    return text
 
 
 def _check_checkpoint(path: str, space_name: str) -> None:
