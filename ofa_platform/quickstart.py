@@ -8,6 +8,7 @@ takes; only the sizes are small (``QuickstartConfig``).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,17 +24,17 @@ class QuickstartConfig:
 
     methods: tuple[str, ...] = ("ofa", "compofa", "deps")
     data: str = "synthetic"
-    subset: int = 384
+    subset: int = 192
     epoch_scale: float = 0.002  # every phase of every recipe runs one (short) epoch
     workers: int = 2
     batch_size: int = 32
-    val_limit: int = 128
+    val_limit: int = 64
     experiment: str = "quickstart"
     out_dir: str = "runs/quickstart"
     n_targets: int = 3
-    search_samples: int = 24  # subnets evaluated (Ray Tune) to fit each accuracy predictor
-    population: int = 16
-    generations: int = 6
+    search_samples: int = 12  # subnets evaluated (Ray Tune) to fit each accuracy predictor
+    population: int = 12
+    generations: int = 4
     seed: int = 0
     tracking_uri: str | None = None
 
@@ -53,10 +54,13 @@ def spread_targets(smallest: float, largest: float, n: int) -> tuple[float, ...]
     is feasible and binding (rounded up to 0.01 so rounding never makes one infeasible)."""
     if n < 1:
         raise ValueError("need at least one target")
+    def up(x: float) -> float:
+        return math.ceil(x * 100 - 1e-9) / 100
+
     if largest <= smallest:
-        return (round(smallest + 0.005, 2),) * 1
+        return (up(smallest),)
     step = (largest - smallest) / (n + 1)
-    return tuple(round(smallest + step * (i + 1) + 0.005, 2) for i in range(n))
+    return tuple(up(smallest + step * (i + 1)) for i in range(n))
 
 
 def _train(cfg: QuickstartConfig, method: str, progress: Callable[[str], None]) -> Any:
@@ -66,7 +70,7 @@ def _train(cfg: QuickstartConfig, method: str, progress: Callable[[str], None]) 
                            epoch_scale=cfg.epoch_scale, subset=cfg.subset,
                            experiment=cfg.experiment, seed=cfg.seed,
                            batch_size=cfg.batch_size, val_limit=cfg.val_limit,
-                           recal_images=min(256, cfg.subset), tracking_uri=cfg.tracking_uri,
+                           recal_images=min(64, cfg.subset), tracking_uri=cfg.tracking_uri,
                            storage_path=str(Path(cfg.out_dir, "ray").resolve()))
     outcome = run_training(request, progress=progress)
     if outcome.status != "FINISHED" or not outcome.checkpoint_dir:
@@ -82,13 +86,13 @@ def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
     space = load_supernet(checkpoint)[0].space.name
     request = SearchRequest(
         space=space, targets=(1e9,), latency="measured:cpu",
-        strategy="exhaustive" if space == "compofa_mbv3" else "bottom-up",
+        strategy="bottom-up",
         checkpoint=checkpoint, data=cfg.data, seed=cfg.seed, method=method,
         population_size=cfg.population, generations=cfg.generations,
-        n_arch_samples=cfg.search_samples, calib_images=min(200, cfg.subset),
-        calib_batch=100, eval_batch=128, val_subset=cfg.val_limit,
+        n_arch_samples=cfg.search_samples, calib_images=min(64, cfg.subset),
+        calib_batch=64, eval_batch=64, val_subset=cfg.val_limit,
         experiment=cfg.experiment, tracking_uri=cfg.tracking_uri,
-        out_dir=str(Path(cfg.out_dir, "search", method)), measure_warmup=2, measure_repeats=5,
+        out_dir=str(Path(cfg.out_dir, "search", method)), measure_warmup=1, measure_repeats=3,
         n_population_rows=60)
     prepared = prepare(request)  # evaluates subnets with Ray Tune, fits the predictor
     fitness, codec = prepared.fitness, prepared.codec
@@ -114,8 +118,9 @@ def run_quickstart(cfg: QuickstartConfig = QuickstartConfig(),
     cfg = replace(cfg, tracking_uri=uri)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
-        ray.init(num_cpus=max(cfg.workers, 2), include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
+        # log_to_driver carries the per-epoch progress lines; the dashboard serves the state
+        # API that Ray Train's controller polls
+        ray.init(num_cpus=max(cfg.workers, 2), configure_logging=False)
     result = QuickstartResult(report=Path(cfg.out_dir, "report.html").resolve(),
                               tracking_uri=uri, experiment=cfg.experiment)
     steps = len(cfg.methods) * 2 + 1

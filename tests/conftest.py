@@ -21,7 +21,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _few_threads() -> None:
-    """CI has 2 cores shared with Ray workers: one torch thread avoids oversubscription (10x slower tiny forwards were measured with 2 on a busy box)."""
+    """CI has 2 cores shared with Ray workers: one torch thread avoids oversubscription
+    (tiny forwards ran 10x slower with 2 threads on a busy box)."""
     import torch
 
     torch.set_num_threads(1)
