@@ -47,7 +47,8 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
 def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
                 params: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
                 nested: bool = False) -> Iterator[Any]:
-    """Start an MLflow run and end it FINISHED, FAILED (exception) or KILLED (interrupt).
+    """Start an MLflow run and end it FINISHED, or FAILED on an exception or an interrupt
+    (an interrupted run is tagged ``ofa.interrupted=true``: it did not finish either).
 
     The exception always propagates; the run's status is set before it does, so no path out
     of the ``with`` block leaves the run RUNNING. Nested runs need an active parent run.
@@ -65,7 +66,7 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
         yield run
         status = "FINISHED"
     except KeyboardInterrupt:
-        status = "KILLED"
+        mlflow.set_tag("ofa.interrupted", "true")
         raise
     finally:
         mlflow.end_run(status=status)

@@ -49,7 +49,10 @@ def test_tracked_run_never_left_running(mlflow_uri: str) -> None:
     with pytest.raises(KeyboardInterrupt):
         body("killed", KeyboardInterrupt)
     status = {r.info.run_name: r.info.status for r in _runs(mlflow_uri)}
-    assert status == {"ok": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+    assert status == {"ok": "FINISHED", "failed": "FAILED", "killed": "FAILED"}
+    interrupted = {r.info.run_name for r in _runs(mlflow_uri)
+                   if r.data.tags.get("ofa.interrupted") == "true"}
+    assert interrupted == {"killed"}
     for run in _runs(mlflow_uri):
         assert set(COST_METRICS) <= set(run.data.metrics)
         assert run.data.metrics["dollars"] == pytest.approx(2 * 2.48)

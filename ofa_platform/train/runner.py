@@ -2,7 +2,7 @@
 
 Only this driver (and its Ray Train callback, which runs in the Train controller, never in a
 worker) writes to MLflow, so a worker that dies loses nothing and a job that fails or is
-interrupted still records what it spent and ends FAILED or KILLED, never RUNNING.
+interrupted still records what it spent and ends FAILED, never RUNNING.
 
 Every check that can fail on user input (schedule, space, data, checkpoint, hardware, sizes)
 runs in :func:`prepare` before Ray or MLflow start.
@@ -407,7 +407,8 @@ def run_training(request: TrainRequest | PreparedRun,
     Raises ``UserError`` for bad input (before any run exists). A job that fails after it
     started returns its outcome with ``status == "FAILED"`` (the MLflow run says so and holds
     the cost); ``KeyboardInterrupt`` (and SIGTERM, which ``ray job stop`` sends to a job's
-    driver) ends the run KILLED after recording the cost, and propagates.
+    driver) ends the run FAILED (tagged ``ofa.interrupted``) after recording the cost, and
+    propagates.
     """
     prep = request if isinstance(request, PreparedRun) else prepare(request)
     _ensure_ray(prep)
@@ -452,13 +453,14 @@ def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOut
     except _JobFailed:
         pass
     except KeyboardInterrupt:
-        outcome.status = "KILLED"
+        outcome.status = "FAILED"
+        outcome.error = outcome.error or "interrupted"
         raise
     except BaseException:
         outcome.status = "FAILED"
         raise
     finally:
-        final = outcome.status if outcome.status in ("FINISHED", "KILLED") else "FAILED"
+        final = "FINISHED" if outcome.status == "FINISHED" else "FAILED"
         _close_phase_runs(prep.tracking_uri, outcome.run_id, final)
     return outcome
 
@@ -504,7 +506,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
         if result.error is not None:
             outcome.error = f"{type(result.error).__name__}: {result.error}"
     except KeyboardInterrupt:
-        outcome.status = "KILLED"
+        outcome.status = "FAILED"
+        outcome.error = "interrupted"
         raise
     except Exception as exc:  # noqa: BLE001 - recorded as the job's failure, cost still logged
         outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
