@@ -499,7 +499,6 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
     )
     meter = EnergyMeter(prep.hardware, prep.n_devices, use_nvml=r.gpus_per_worker > 0)
     meter.start()
-    t0 = time.perf_counter()
     result = None
     try:
         result = trainer.fit()
@@ -512,8 +511,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
     except Exception as exc:  # noqa: BLE001 - recorded as the job's failure, cost still logged
         outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
     finally:
-        wall = time.perf_counter() - t0
         meter.stop()
+        wall = meter.hours * 3600.0  # one clock for the wall time and the device-hours
         report = meter.report()  # device-hours = wall x devices; NVML energy where measured
         device_hours = report.device_hours
         log_cost(report)
