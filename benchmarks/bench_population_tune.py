@@ -26,7 +26,7 @@ import harness  # noqa: E402
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--subnets", type=int, default=64)
+    p.add_argument("--subnets", type=int, default=192)
     p.add_argument("--resolution", type=int, default=16)
     p.add_argument("--calib-images", type=int, default=32)
     p.add_argument("--val-images", type=int, default=32)
