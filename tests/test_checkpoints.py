@@ -22,16 +22,6 @@ from search_spaces.registry import create_supernet
 from search_spaces.supernet import Supernet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-2 forwards of tiny images are all per-op overhead: on a busy 2-core machine a
-    second intra-op thread only adds contention (each op waits for both threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def randomize(net: nn.Module, seed: int) -> nn.Module:
     """Non-trivial matrices, BN statistics and biases, so a mis-mapped key shows."""

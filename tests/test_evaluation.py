@@ -12,15 +12,6 @@ from search_spaces.registry import create_supernet
 from search_spaces.supernet import Supernet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny forwards: a second intra-op thread only adds contention on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def net() -> Supernet:
     torch.manual_seed(0)

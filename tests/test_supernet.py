@@ -18,16 +18,6 @@ from search_spaces.spaces import get_space, list_spaces
 N_ARCHS = 200
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-2 forwards of tiny images are all per-op overhead: on a busy 2-core machine a
-    second intra-op thread only adds contention (each op waits for both threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def randomize(net: nn.Module, seed: int) -> nn.Module:
     """Perturb what init leaves trivial (identity matrices, unit BN, zero biases) so a wrong

@@ -30,7 +30,8 @@ from search_spaces.flops import layer_macs_params
 
 __all__ = [
     "AdditiveEstimator", "lut_key", "load_lut_dir", "write_lut_dir", "lut_estimator",
-    "lut_latency_of_arch", "macs_estimator", "build_lut", "measure_latency", "hardware_key",
+    "lut_latency_of_arch", "macs_estimator", "build_lut", "measure_latency", "timed_forwards",
+    "hardware_key",
     "MeasuredLatency", "measure_layer_torch",
 ]
 
@@ -259,16 +260,13 @@ def hardware_key(device: str) -> str:
     return f"cpu:{cpu}:{os.cpu_count()}cores:{torch.get_num_threads()}threads"
 
 
-def measure_latency(model: Any, resolution: int, *, device: str = "cpu", batch_size: int = 1,
-                    warmup: int = 5, repeats: int = 20) -> float:
-    """Median wall time of one forward pass in milliseconds, after ``warmup`` passes; CUDA is
-    synchronised around every timed pass so the time is the kernels', not the launch's."""
+def timed_forwards(model: Any, x: Any, device: str, warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward passes after ``warmup`` untimed ones; CUDA
+    is synchronised around every timed pass so the time is the kernels', not the launch's."""
     import torch
 
-    model = model.to(device).eval()
-    x = torch.randn(batch_size, 3, resolution, resolution, device=device)
     cuda = device.startswith("cuda")
-    times = []
+    samples = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             if cuda:
@@ -278,8 +276,19 @@ def measure_latency(model: Any, resolution: int, *, device: str = "cpu", batch_s
             if cuda:
                 torch.cuda.synchronize(device)
             if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-    return float(statistics.median(times))
+                samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def measure_latency(model: Any, resolution: int, *, device: str = "cpu", batch_size: int = 1,
+                    warmup: int = 5, repeats: int = 20) -> float:
+    """Median wall time of one forward pass in milliseconds, after ``warmup`` passes; CUDA is
+    synchronised around every timed pass so the time is the kernels', not the launch's."""
+    import torch
+
+    model = model.to(device).eval()
+    x = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    return float(statistics.median(timed_forwards(model, x, device, warmup, repeats)))
 
 
 class MeasuredLatency:
@@ -381,16 +390,4 @@ def measure_layer_torch(layer: LayerShape, *, device: str = "cpu", batch_size: i
         model = nn.Sequential(*parts, act(layer.act))
     model = model.to(device).eval()
     x = torch.randn(batch_size, layer.in_ch, layer.in_hw, layer.in_hw, device=device)
-    cuda = device.startswith("cuda")
-    samples = []
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            model(x)
-            if cuda:
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                samples.append((time.perf_counter() - t0) * 1e3)
-    return samples
+    return timed_forwards(model, x, device, warmup, repeats)
