@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from nets import randomize
 
 from ofa_platform.errors import UserError
 from search_spaces.checkpoints import (
@@ -20,23 +20,6 @@ from search_spaces.checkpoints import (
 )
 from search_spaces.registry import create_supernet
 from search_spaces.supernet import Supernet
-
-
-@torch.no_grad()
-def randomize(net: nn.Module, seed: int) -> nn.Module:
-    """Non-trivial matrices, BN statistics and biases, so a mis-mapped key shows."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in net.named_parameters():
-        if "matrix" in name:
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-        elif name.endswith("bias"):
-            p.normal_(0.0, 0.1, generator=g)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
-            m.num_batches_tracked.fill_(int(torch.randint(1, 100, (1,), generator=g)))
-    return net
 
 
 def same_subnet_outputs(a: Supernet, b: Supernet, n: int = 4, seed: int = 0) -> None:

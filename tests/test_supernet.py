@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from nets import randomize
 from torch import nn
 
 from search_spaces.arch import ArchError
@@ -16,25 +17,6 @@ from search_spaces.registry import create_supernet
 from search_spaces.spaces import get_space, list_spaces
 
 N_ARCHS = 200
-
-
-@torch.no_grad()
-def randomize(net: nn.Module, seed: int) -> nn.Module:
-    """Perturb what init leaves trivial (identity matrices, unit BN, zero biases) so a wrong
-    slice, transpose or permutation changes the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in net.named_parameters():
-        if "matrix" in name:
-            p.add_(0.1 * torch.randn(p.shape, generator=g))
-        elif name.endswith("bias"):
-            p.normal_(0.0, 0.1, generator=g)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1, generator=g)
-            m.running_var.uniform_(0.5, 1.5, generator=g)
-            m.weight.uniform_(0.5, 1.5, generator=g)
-            m.bias.normal_(0.0, 0.1, generator=g)
-    return net
 
 
 def n_params(module: nn.Module, only: str = "") -> int:
