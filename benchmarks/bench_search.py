@@ -6,6 +6,8 @@ Part 1 (OFA's defaults: population 100, 500 generations; published predictor and
 tables, ofa_mbv3 w1.2, resolutions 160..224 step 4): every strategy for 1 target (30 ms) and
 for the 10 targets 15..60 ms; time, predicted accuracy, the time and accuracy against vanilla;
 exhaustive runs on compofa_mbv3, the only space small enough.
+Part 1b: top-down and bottom-up against vanilla over several seeds (mean and worst gap per seed,
+and vanilla's own seed-to-seed spread per target).
 Part 2: our vanilla evolution against the reference's tutorial ``EvolutionFinder`` (installed
 aside by ``benchmarks/reference.py``) on the same 10 targets, predictor and tables, at the
 reference's resolutions (160..224 step 16), interleaved by ``benchmarks/harness.py``.
@@ -85,6 +87,39 @@ def part_strategies(generations: int, seed: int) -> dict:
     return {"generations": generations, "rows": rows}
 
 
+def part_seeds(generations: int, seeds: int) -> dict:
+    """The warm-started strategies against vanilla over several seeds: one seed's per-target
+    gaps are mostly vanilla's own seed-to-seed spread, printed alongside."""
+    f = fitness("ofa_mbv3", tuple(range(160, 225, 4)))
+    cfg = EvolutionConfig(generations=generations)
+    acc: dict[str, list[list[float]]] = {s: [] for s in ("vanilla", "top-down", "bottom-up")}
+    secs: dict[str, float] = dict.fromkeys(acc, 0.0)
+    with single_thread():
+        for seed in range(seeds):
+            for strategy in acc:
+                t0 = time.perf_counter()
+                found = run_strategy(strategy, f, TARGETS, seed=seed, config=cfg)
+                secs[strategy] += time.perf_counter() - t0
+                acc[strategy].append([r.accuracy for r in found])
+    van = 100 * np.array(acc["vanilla"])
+    print(f"\nPart 1b: 10 targets over seeds 0..{seeds - 1} (gap = strategy - vanilla, "
+          f"same seed, points)")
+    print(f"{'strategy':<10} {'time vs vanilla':>15} " + " ".join(
+        f"{'seed ' + str(s) + ' mean/worst':>19}" for s in range(seeds)))
+    out: dict = {"seeds": seeds,
+                 "vanilla_spread_points": (van.max(0) - van.min(0)).tolist()}
+    for strategy in ("top-down", "bottom-up"):
+        gaps = 100 * np.array(acc[strategy]) - van
+        out[strategy] = {"time_vs_vanilla": secs[strategy] / secs["vanilla"],
+                         "mean_gap_points": gaps.mean(1).tolist(),
+                         "worst_gap_points": gaps.min(1).tolist()}
+        print(f"{strategy:<10} {secs[strategy] / secs['vanilla']:>15.0%} " + " ".join(
+            f"{m:>+10.2f} / {w:>+6.2f}" for m, w in zip(gaps.mean(1), gaps.min(1))))
+    print("vanilla's own spread over the seeds, max - min per target (points): "
+          + " ".join(f"{x:.2f}" for x in out["vanilla_spread_points"]))
+    return out
+
+
 def part_reference(generations: int, seed: int, repeats: int) -> harness.Comparison | str:
     try:
         import reference
@@ -139,10 +174,12 @@ def main() -> int:
     p.add_argument("--reference-generations", type=int, default=500)
     p.add_argument("--repeats", type=int, default=1, help="reference comparison repeats")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=5, help="seeds for the robustness part")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_search.json"))
     args = p.parse_args()
     strategies = part_strategies(args.generations, args.seed)
+    strategies["over_seeds"] = part_seeds(args.generations, args.seeds)
     comparisons, skipped = [], {}
     if not args.skip_reference:
         comp = part_reference(args.reference_generations, args.seed, args.repeats)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ofa_platform.search.evolution import EvolutionConfig, Fitness, evolve
+from ofa_platform.search.evolution import Archive, EvolutionConfig, Fitness, evolve
 from ofa_platform.search.genes import GeneCodec
 from ofa_platform.search.latency import load_lut_dir, lut_estimator, lut_latency_of_arch
 from ofa_platform.search.predictor import load_predictor, single_thread
-from ofa_platform.search.strategies import prune_to_target, run_strategy
+from ofa_platform.search.strategies import climb, prune_to_target, run_strategy
 from search_spaces.blueprint import network_plan
 from search_spaces.spaces import get_space
 
@@ -82,8 +82,37 @@ def test_prune_only_lowers_and_fits(ofa: Fitness) -> None:
         assert (pruned <= big).all()
 
 
+@pytest.mark.parametrize("strategy", ["top-down", "bottom-up"])
+def test_warm_started_strategies_score_no_arch_twice(ofa: Fitness, strategy: str) -> None:
+    scored: list[bytes] = []
+
+    def counting(genes: np.ndarray) -> np.ndarray:
+        scored.extend(row.tobytes() for row in ofa.codec.canonical(genes))
+        return ofa.accuracy(genes)
+
+    fit = Fitness(ofa.codec, accuracy=counting, efficiency=ofa.efficiency)
+    results = run_strategy(strategy, fit, [20, 30, 40], seed=0,
+                           config=EvolutionConfig(generations=16))
+    assert all(r.feasible and r.cost <= r.target for r in results)
+    assert len(scored) == len(set(scored)) == fit.evaluations
+
+
+def test_climb_stays_within_target_and_never_loses(ofa: Fitness) -> None:
+    rng = np.random.default_rng(1)
+    archive = Archive(ofa)
+    for target in (18.0, 35.0):
+        start = prune_to_target(ofa, ofa.codec.random(rng, 1)[0], target - 6, rng)
+        assert start is not None
+        acc0 = float(archive.score(start[None], ofa.efficiency(start[None]))[0])
+        top = climb(ofa, archive, start, acc0, target)
+        assert float(ofa.efficiency(top[None])[0]) <= target
+        assert float(ofa.accuracy(top[None])[0]) > acc0  # 6 ms of budget left: it climbs
+
+
 def test_strategies_within_targets_close_to_vanilla_and_faster(ofa: Fitness) -> None:
-    cfg = EvolutionConfig(generations=100)
+    """The issue's goal at OFA's defaults (500 generations): every target within 0.5 points of
+    vanilla's predicted accuracy, in at most 35% of its time."""
+    cfg = EvolutionConfig()
     out, secs = {}, {}
     with single_thread():
         for strategy in ("vanilla", "top-down", "bottom-up"):
@@ -101,7 +130,7 @@ def test_strategies_within_targets_close_to_vanilla_and_faster(ofa: Fitness) -> 
     van = np.array([r.accuracy for r in out["vanilla"]])
     for strategy in ("top-down", "bottom-up"):
         acc = np.array([r.accuracy for r in out[strategy]])
-        assert (acc - van).mean() >= -0.005, (strategy, acc - van)
+        assert (acc - van).min() >= -0.005, (strategy, acc - van)
         assert secs[strategy] <= 0.35 * secs["vanilla"], (strategy, secs)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
 
-__all__ = ["EvolutionConfig", "Fitness", "SearchResult", "evolve", "infeasible_result",
+__all__ = ["Archive", "EvolutionConfig", "Fitness", "SearchResult", "evolve", "infeasible_result",
            "with_generations"]
 
 Scorer = Callable[[np.ndarray], np.ndarray]
@@ -182,32 +182,57 @@ def _initial(fitness: Fitness, rng: np.random.Generator, ops: _Ops, target: floa
     return pool, np.asarray(fitness.efficiency(pool), dtype=np.float64)
 
 
-class _Memo:
-    """Accuracy of archs already scored in this search. Late generations are converged and
-    crossover of near-identical parents mostly rebuilds them, so only unseen archs (compared
-    on their active genes) go to the predictor."""
+class Archive:
+    """Every arch scored so far, with its accuracy and cost, shared by the searches of one
+    strategy run. An arch's accuracy and cost do not depend on the target, so nothing is
+    scored twice across targets, and a later target can start from the best archs that any
+    earlier search found within its budget. Archs are compared on their active genes."""
 
     def __init__(self, fitness: Fitness) -> None:
         self.fitness = fitness
-        self.seen: dict[bytes, float] = {}
+        self._index: dict[bytes, int] = {}
+        self._acc: list[float] = []
+        self._genes: list[np.ndarray] = []
+        self._cost: list[float] = []
 
-    def __call__(self, genes: np.ndarray) -> np.ndarray:
+    def __len__(self) -> int:
+        return len(self._acc)
+
+    def score(self, genes: np.ndarray, cost: np.ndarray) -> np.ndarray:
+        """Accuracy of every row; only archs never seen before go to the scorer (late
+        generations are converged and crossover of near-identical parents mostly rebuilds
+        them)."""
         keys = [row.tobytes() for row in self.fitness.codec.canonical(genes)]
         new: dict[bytes, int] = {}
         for i, k in enumerate(keys):
-            if k not in self.seen and k not in new:
+            if k not in self._index and k not in new:
                 new[k] = i
         if new:
             idx = np.fromiter(new.values(), dtype=np.int64, count=len(new))
-            for k, a in zip(new, self.fitness.score(genes[idx])):
-                self.seen[k] = float(a)
-        return np.array([self.seen[k] for k in keys], dtype=np.float64)
+            for k, i, a in zip(new, idx, self.fitness.score(genes[idx])):
+                self._index[k] = len(self._acc)
+                self._acc.append(float(a))
+                self._genes.append(genes[i].copy())
+                self._cost.append(float(cost[i]))
+        return np.array([self._acc[self._index[k]] for k in keys], dtype=np.float64)
+
+    def best_within(self, target: float, n: int) -> np.ndarray:
+        """Gene rows of the ``n`` most accurate archs seen whose cost is within ``target``."""
+        if not self._acc:
+            return np.zeros((0, self.fitness.codec.width), dtype=np.int16)
+        acc, cost = np.asarray(self._acc), np.asarray(self._cost)
+        ok = np.nonzero(cost <= target)[0]
+        top = ok[np.argsort(-acc[ok], kind="stable")[:n]]
+        return np.stack([self._genes[i] for i in top]) if len(top) else \
+            np.zeros((0, self.fitness.codec.width), dtype=np.int16)
 
 
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
            config: EvolutionConfig = EvolutionConfig(), generations: int | None = None,
-           seed_population: np.ndarray | None = None) -> SearchResult:
-    """The most accurate arch whose cost is at most ``target`` (OFA's evolution)."""
+           seed_population: np.ndarray | None = None,
+           archive: Archive | None = None) -> SearchResult:
+    """The most accurate arch whose cost is at most ``target`` (OFA's evolution). ``archive``
+    carries scored archs between the searches of a multi-target strategy."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     smallest = fitness.smallest_cost()
     if smallest > target:
@@ -216,8 +241,8 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
     ops = _Ops(fitness.codec, config)
     evals0 = fitness.evaluations
     pop, cost = _initial(fitness, rng, ops, target, config, seed_population)
-    score = _Memo(fitness)
-    acc = score(pop)
+    archive = Archive(fitness) if archive is None else archive
+    acc = archive.score(pop, cost)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
     for _ in range(n_gen):
         order = np.argsort(-acc, kind="stable")[:n_par]
@@ -232,9 +257,10 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
             lambda idx, p=parents, a=ca, b=cb: ops.crossover(rng, p[a[idx]], p[b[idx]]),
             parents[ca], target, config.resample_rounds)
         children = np.concatenate([m_genes, c_genes])
+        ch_cost = np.concatenate([m_cost, c_cost])
         pop = np.concatenate([parents, children])
-        cost = np.concatenate([p_cost, m_cost, c_cost])
-        acc = np.concatenate([p_acc, score(children)])
+        cost = np.concatenate([p_cost, ch_cost])
+        acc = np.concatenate([p_acc, archive.score(children, ch_cost)])
     best = int(np.argmax(acc))
     final = np.argsort(-acc, kind="stable")[:config.population_size]
     return SearchResult(

@@ -5,9 +5,15 @@
   target's best arch is pruned until it fits the next target (pick kernel, depth or ratio at
   random, lower the first slot above a threshold down to it; the threshold is first the
   second-largest option, then the smallest; re-estimate after every change). The population is
-  seeded from the pruned arch and evolves for sqrt(N) generations instead of N.
+  seeded from the pruned arch (and the same arch set to every resolution, then pruned) and
+  evolves for sqrt(N) generations instead of N.
 - ``bottom-up``: targets in ascending order; the final population of one target (feasible for
-  every larger target) seeds the next, which evolves sqrt(N) generations.
+  every larger target) seeds the next, which evolves sqrt(N) generations; its best 5 members are
+  first climbed (single-gene steepest ascent) within the new, larger target.
+Both warm-started strategies share one archive of scored archs across their targets: nothing is
+scored twice, and the seed population is topped up with the most accurate archs any earlier
+search found within the new target (a short search otherwise starts from one pruned arch, or
+from a population crowded at the previous target, and its result varies by a point).
 - ``exhaustive``: every arch at every resolution scored once; the exact optimum per target.
 Results come back in the order the targets were given.
 """
@@ -21,6 +27,7 @@ import numpy as np
 
 from ofa_platform.errors import UserError
 from ofa_platform.search.evolution import (
+    Archive,
     EvolutionConfig,
     Fitness,
     SearchResult,
@@ -28,10 +35,11 @@ from ofa_platform.search.evolution import (
     infeasible_result,
 )
 
-__all__ = ["STRATEGIES", "run_strategy", "prune_to_target", "EXHAUSTIVE_LIMIT"]
+__all__ = ["STRATEGIES", "run_strategy", "prune_to_target", "climb", "EXHAUSTIVE_LIMIT"]
 
 STRATEGIES = ("vanilla", "top-down", "bottom-up", "exhaustive")
 EXHAUSTIVE_LIMIT = 2_000_000
+CLIMB_SEEDS = 5  # bottom-up: seed archs climbed before each short evolution
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -59,28 +67,95 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
     short = max(1, int(round(math.sqrt(config.generations))))
     descending = strategy == "top-down"
     order = sorted(range(len(targets)), key=lambda i: targets[i], reverse=descending)
+    archive = Archive(fitness)
     results: dict[int, SearchResult] = {}
     previous: SearchResult | None = None
     for i in order:
         t = targets[i]
         rng = _rng(seed, i)
         if previous is None or not previous.feasible:
-            res = evolve(fitness, t, seed=rng, config=config)
-        elif descending:
-            assert previous.genes is not None
-            pruned = prune_to_target(fitness, previous.genes, t, rng)
-            if pruned is None:
-                res = infeasible_result(t, fitness.smallest_cost(), fitness.unit)
-            else:
-                res = evolve(fitness, t, seed=rng, config=config, generations=short,
-                             seed_population=pruned[None, :])
+            res = evolve(fitness, t, seed=rng, config=config, archive=archive)
         else:
-            assert previous.population is not None
+            if descending:
+                assert previous.genes is not None
+                pruned = prune_to_target(fitness, previous.genes, t, rng)
+                if pruned is None:
+                    results[i] = previous = infeasible_result(t, fitness.smallest_cost(),
+                                                              fitness.unit)
+                    continue
+                lead = np.concatenate([pruned[None, :],
+                                       _pruned_at_each_resolution(fitness, previous.genes, t, rng)])
+            else:
+                assert previous.population is not None
+                lead = previous.population[0]
+            seeds = _unique_rows(fitness.codec, np.concatenate(
+                [lead, archive.best_within(t, config.population_size)]))
+            if not descending:
+                seeds = _unique_rows(fitness.codec, np.concatenate(
+                    [_climb_best(fitness, archive, seeds, t, CLIMB_SEEDS), seeds]))
             res = evolve(fitness, t, seed=rng, config=config, generations=short,
-                         seed_population=previous.population[0])
+                         seed_population=seeds, archive=archive)
         results[i] = res
         previous = res
     return [results[i] for i in range(len(targets))]
+
+
+def _pruned_at_each_resolution(fitness: Fitness, genes: np.ndarray, target: float,
+                               rng: np.random.Generator) -> np.ndarray:
+    """Copies of ``genes`` set to every resolution, each pruned to fit ``target``. Pruning
+    alone keeps the resolution until every block is at its smallest, so a top-down lineage
+    otherwise stays at its first resolution while vanilla moves to a higher resolution with a
+    smaller network: seen as the worst per-target gaps in ``benchmarks/bench_search.py``."""
+    rows = np.repeat(genes.astype(np.int16)[None, :], fitness.codec.n_choices[fitness.codec.r_col],
+                     axis=0)
+    rows[:, fitness.codec.r_col] = np.arange(len(rows))
+    found = [prune_to_target(fitness, row, target, rng) for row in rows]
+    kept = [row for row in found if row is not None]
+    return np.stack(kept) if kept else np.zeros((0, fitness.codec.width), dtype=np.int16)
+
+
+def _climb_best(fitness: Fitness, archive: Archive, rows: np.ndarray, target: float,
+                k: int) -> np.ndarray:
+    """The ``k`` most accurate feasible rows, each climbed within ``target``."""
+    cost = np.asarray(fitness.efficiency(rows), dtype=np.float64)
+    rows, cost = rows[cost <= target], cost[cost <= target]
+    acc = archive.score(rows, cost)
+    top = np.argsort(-acc, kind="stable")[:k]
+    return np.stack([climb(fitness, archive, rows[j], float(acc[j]), target) for j in top])
+
+
+def climb(fitness: Fitness, archive: Archive, genes: np.ndarray, accuracy: float,
+          target: float, max_steps: int = 50) -> np.ndarray:
+    """Steepest ascent over single-gene changes that stay within ``target``: every neighbour
+    of the current arch is scored at once (through ``archive``) and the best one taken, until
+    none is better. Bottom-up's seed population sits at the previous, smaller target; climbing
+    its best members spends the new budget before the short evolution starts, which removes
+    most of bottom-up's shortfall against vanilla (``benchmarks/bench_search.py``)."""
+    codec = fitness.codec
+    row = genes.astype(np.int16).copy()
+    cols = np.repeat(np.arange(codec.width), codec.n_choices)
+    vals = np.concatenate([np.arange(n) for n in codec.n_choices]).astype(np.int16)
+    for _ in range(max_steps):
+        keep = row[cols] != vals
+        nb = np.repeat(row[None, :], int(keep.sum()), axis=0)
+        nb[np.arange(len(nb)), cols[keep]] = vals[keep]
+        codec.couple(nb)
+        cost = np.asarray(fitness.efficiency(nb), dtype=np.float64)
+        ok = cost <= target
+        if not ok.any():
+            break
+        acc = archive.score(nb[ok], cost[ok])
+        best = int(np.argmax(acc))
+        if acc[best] <= accuracy:
+            break
+        row, accuracy = nb[ok][best], float(acc[best])
+    return row
+
+
+def _unique_rows(codec, rows: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """``rows`` without repeated archs (compared on active genes), first occurrence kept."""
+    _, first = np.unique(codec.canonical(rows), axis=0, return_index=True)
+    return rows[np.sort(first)]
 
 
 def prune_to_target(fitness: Fitness, genes: np.ndarray, target: float,
