@@ -143,8 +143,16 @@ def _grid(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
     return fig, flat[:n]
 
 
+def _unit(frames: list[tuple[str, str, pd.DataFrame]], hardware: str) -> str:
+    """The cost unit of one estimator's tables (ms, or MMACs for MAC-count searches)."""
+    for _, h, f in frames:
+        if h == hardware and "unit" in f.columns and len(f):
+            return str(f["unit"].iloc[0])
+    return "ms"
+
+
 def _fig_pareto(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[str, Any]) -> Any:
-    frames = [(m, h, f) for m, h, f in frames if {"latency_ms", "accuracy"} <= set(f.columns)]
+    frames = [(m, h, f) for m, h, f in frames if {"cost", "accuracy"} <= set(f.columns)]
     if not frames:
         return _empty("no search runs with a pareto.parquet artifact")
     hardware = sorted({h for _, h, _ in frames})
@@ -156,13 +164,13 @@ def _fig_pareto(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[str, A
             f = frame
             if "feasible" in f.columns:
                 f = f[f["feasible"].astype(bool)]
-            f = f.dropna(subset=["latency_ms", "accuracy"]).sort_values("latency_ms")
-            ax.plot(f["latency_ms"], f["accuracy"], "o-", color=colors[method], label=method)
-            if "target_ms" in frame.columns:
-                for t in frame["target_ms"].dropna().unique():
+            f = f.dropna(subset=["cost", "accuracy"]).sort_values("cost")
+            ax.plot(f["cost"], f["accuracy"], "o-", color=colors[method], label=method)
+            if "target" in frame.columns:
+                for t in frame["target"].dropna().unique():
                     ax.axvline(float(t), color="grey", lw=0.5, ls=":")
         ax.set_title(f"hardware: {hw}")
-        ax.set_xlabel("latency (ms)")
+        ax.set_xlabel(f"cost ({_unit(frames, hw)})")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -172,14 +180,14 @@ def _fig_pareto(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[str, A
 
 def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[str, Any]) -> Any:
     """CompOFA's population study: per latency bucket, the CDF of random subnets' accuracy."""
-    frames = [(m, h, f.dropna(subset=["latency_ms", "accuracy"])) for m, h, f in frames
-              if {"latency_ms", "accuracy"} <= set(f.columns)]
+    frames = [(m, h, f.dropna(subset=["cost", "accuracy"])) for m, h, f in frames
+              if {"cost", "accuracy"} <= set(f.columns)]
     frames = [(m, h, f) for m, h, f in frames if not f.empty]
     if not frames:
         return _empty("no search runs with a population.parquet artifact")
     panels = []
     for hw in sorted({h for _, h, _ in frames}):
-        lat = pd.concat([f["latency_ms"] for _, h, f in frames if h == hw])
+        lat = pd.concat([f["cost"] for _, h, f in frames if h == hw])
         edges = sorted(set(lat.quantile([i / _N_BUCKETS for i in range(_N_BUCKETS + 1)])))
         if len(edges) < 2:
             edges = [float(lat.min()), float(lat.max()) + 1e-9]
@@ -190,14 +198,14 @@ def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[st
         for method, h, f in frames:
             if h != hw:
                 continue
-            inside = (f["latency_ms"] >= lo) & ((f["latency_ms"] <= hi) if last
-                                                else (f["latency_ms"] < hi))
+            inside = (f["cost"] >= lo) & ((f["cost"] <= hi) if last
+                                                else (f["cost"] < hi))
             acc = f.loc[inside, "accuracy"].sort_values().to_numpy()
             if len(acc):
                 ys = [(i + 1) / len(acc) for i in range(len(acc))]
                 ax.step(acc, ys, where="post", color=colors[method],
                         label=f"{method} (n={len(acc)})")
-        ax.set_title(f"{hw}: {lo:.1f}-{hi:.1f} ms", fontsize=9)
+        ax.set_title(f"{hw}: {lo:.1f}-{hi:.1f} {_unit(frames, hw)}", fontsize=9)
         ax.set_xlabel("accuracy")
         ax.set_ylabel("fraction of subnets")
         ax.grid(alpha=0.3)

@@ -137,7 +137,7 @@ def run_quickstart(cfg: QuickstartConfig = QuickstartConfig(),
         found = _search(cfg, method, checkpoint, progress)
         result.search_runs[method] = found.run_id or ""
         for row in found.rows:
-            progress(f"    target {row.get('target_ms')}: latency {row.get('latency_ms')}, "
+            progress(f"    target {row.get('target')}: latency {row.get('cost')}, "
                      f"accuracy {row.get('accuracy')}")
     progress(f"[quickstart] step {steps}/{steps}: comparison report")
     report = write_report(cfg.experiment, result.report, tracking_uri=uri)

@@ -82,13 +82,13 @@ def _search_run(client, exp_id: str, method: str, hardware: str, per_target: flo
     out = tmp / rid
     out.mkdir()
     pd.DataFrame({
-        "target_ms": targets, "feasible": [False, True, True],
+        "target": targets, "feasible": [False, True, True],
         "arch_json": ['{"ks":[[3]],"e":[[3]],"r":160}'] * 3,
-        "latency_ms": [12.0, 24.0, 33.0], "accuracy": [0.6, 0.7, 0.74],
+        "cost": [12.0, 24.0, 33.0], "accuracy": [0.6, 0.7, 0.74],
         "measured_accuracy": [0.59, 0.69, 0.73], "macs": [1e8, 2e8, 3e8],
         "params": [2e6, 3e6, 4e6]}).to_parquet(out / "pareto.parquet")
     lat = [rng.uniform(10, 40) for _ in range(60)]
-    pd.DataFrame({"latency_ms": lat, "accuracy": [0.5 + x / 200 + rng.uniform(-.02, .02)
+    pd.DataFrame({"cost": lat, "accuracy": [0.5 + x / 200 + rng.uniform(-.02, .02)
                                                   for x in lat]}).to_parquet(
         out / "population.parquet")
     client.log_artifact(rid, str(out / "pareto.parquet"))

@@ -87,12 +87,12 @@ def test_search_run_writes_table_and_mlflow_run(assets: Path, tmp_path: Path, ml
 
     assert main(_args(assets, tmp_path) + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["target_ms"] for r in out["results"]] == [20, 40]
+    assert [r["target"] for r in out["results"]] == [20, 40]
     for r in out["results"]:
-        assert r["feasible"] and r["latency_ms"] <= r["target_ms"]
+        assert r["feasible"] and r["cost"] <= r["target"] and r["unit"] == "ms"
         assert r["measured_accuracy"] is None and r["macs"] > 0
     table = pq.read_table(tmp_path / "out" / "pareto.parquet")
-    assert table.column_names == ["target_ms", "feasible", "arch_json", "latency_ms",
+    assert table.column_names == ["target", "feasible", "arch_json", "cost", "unit",
                                   "accuracy", "measured_accuracy", "macs", "params"]
     run = mlflow.MlflowClient(mlflow_uri).get_run(out["run_id"])
     assert run.info.status == "FINISHED"
@@ -151,3 +151,18 @@ def test_job_config_is_parsed_and_checked(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="unknown keys generashuns"):
         job.load_request(bad)
     assert job.main([str(bad)]) == 2
+
+
+def test_macs_search_states_its_unit(assets: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    args = _args(assets, tmp_path, **{"--latency": "macs", "--targets": "300"}) + [
+        "--no-mlflow", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["unit"] == "MMACs"
+    [row] = out["results"]
+    assert row["unit"] == "MMACs" and row["cost"] <= 300
+    assert abs(row["cost"] - row["macs"] / 1e6) < 1e-6  # cost is the MAC count, in millions
+    pop = pq.read_table(tmp_path / "out" / "population.parquet").to_pandas()
+    assert set(pop["unit"]) == {"MMACs"}

@@ -1,7 +1,8 @@
 """What a search hands back: the Pareto table, the MLflow search run, exported subnets.
 
 The table has one row per target with the schema dashboards read (docs/architecture.md):
-``target_ms, feasible, arch_json, latency_ms, accuracy, measured_accuracy, macs, params``.
+``target, feasible, arch_json, cost, unit, accuracy, measured_accuracy, macs, params``;
+``target`` and ``cost`` are in ``unit``: ms for latency estimators, MMACs for ``macs``.
 Files are written to a temp name and renamed, so a failed search leaves no half a table.
 """
 
@@ -19,23 +20,22 @@ from search_spaces.flops import count_macs_params
 
 __all__ = ["PARETO_COLUMNS", "pareto_rows", "write_parquet", "format_table", "export_subnets"]
 
-PARETO_COLUMNS = ("target_ms", "feasible", "arch_json", "latency_ms", "accuracy",
+PARETO_COLUMNS = ("target", "feasible", "arch_json", "cost", "unit", "accuracy",
                   "measured_accuracy", "macs", "params")
 
 
 def pareto_rows(results: Sequence[SearchResult], plan: NetworkPlan,
                 measured: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
-    """One row per target; ``measured`` maps ``arch.key`` to an evaluated accuracy.
-    (``target_ms``/``latency_ms`` hold the estimator's unit, MMACs for ``macs``.)"""
+    """One row per target; ``measured`` maps ``arch.key`` to an evaluated accuracy."""
     rows = []
     for res in results:
-        row: dict[str, Any] = {"target_ms": float(res.target), "feasible": bool(res.feasible),
-                               "arch_json": "", "latency_ms": float("nan"),
+        row: dict[str, Any] = {"target": float(res.target), "feasible": bool(res.feasible),
+                               "arch_json": "", "cost": float("nan"), "unit": res.unit,
                                "accuracy": float("nan"), "measured_accuracy": float("nan"),
                                "macs": 0, "params": 0}
         if res.feasible and res.arch is not None:
             macs, params = count_macs_params(plan, res.arch)
-            row.update(arch_json=res.arch.to_json(), latency_ms=float(res.cost),
+            row.update(arch_json=res.arch.to_json(), cost=float(res.cost),
                        accuracy=float(res.accuracy), macs=int(macs), params=int(params))
             if measured and res.arch.key in measured:
                 row["measured_accuracy"] = float(measured[res.arch.key])
@@ -61,13 +61,13 @@ def format_table(rows: Sequence[Mapping[str, Any]], unit: str = "ms") -> str:
     lines = [f"{'target':>8} {unit:>8} {'acc %':>7} {'meas %':>7} {'MMACs':>8}  arch"]
     for r in rows:
         if not r["feasible"]:
-            lines.append(f"{r['target_ms']:>8g} {'-':>8} {'-':>7} {'-':>7} {'-':>8}  infeasible")
+            lines.append(f"{r['target']:>8g} {'-':>8} {'-':>7} {'-':>7} {'-':>8}  infeasible")
             continue
         meas = r["measured_accuracy"]
         meas_s = "-" if meas != meas else f"{100 * meas:.2f}"
         arch = json.loads(r["arch_json"])
         desc = f"r{arch['r']} d{''.join(map(str, arch['d']))}"
-        lines.append(f"{r['target_ms']:>8g} {r['latency_ms']:>8.2f} {100 * r['accuracy']:>7.2f} "
+        lines.append(f"{r['target']:>8g} {r['cost']:>8.2f} {100 * r['accuracy']:>7.2f} "
                      f"{meas_s:>7} {r['macs'] / 1e6:>8.1f}  {desc}")
     return "\n".join(lines)
 

@@ -294,7 +294,7 @@ def execute(prepared: Prepared) -> SearchOutcome:
     pop_rows = _population_rows(fitness, req.seed, req.n_population_rows)
     pareto_path = write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS)
     population_path = write_parquet(pop_rows, out_dir / "population.parquet",
-                                    ("arch_json", "latency_ms", "accuracy"))
+                                    ("arch_json", "cost", "unit", "accuracy"))
     trained = getattr(prepared, "trained_predictor", None)
     predictor_path = None
     if trained is not None:  # reusable with --predictor for later searches of this checkpoint
@@ -338,7 +338,8 @@ def _population_rows(fitness: Fitness, seed: int, n: int) -> list[dict[str, Any]
     genes = fitness.codec.random(np.random.default_rng([seed, 7919]), n)
     cost = np.asarray(fitness.efficiency(genes), dtype=np.float64)
     acc = fitness.score(genes)
-    return [{"arch_json": a.to_json(), "latency_ms": float(c), "accuracy": float(y)}
+    return [{"arch_json": a.to_json(), "cost": float(c), "unit": fitness.unit,
+             "accuracy": float(y)}
             for a, c, y in zip(fitness.codec.decode(genes), cost, acc)]
 
 
