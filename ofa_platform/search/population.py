@@ -154,6 +154,14 @@ def _CacheCallback(cache: JsonMemo, shards: list[dict[str, Any]]) -> Any:  # noq
     return CacheCallback()
 
 
+def _trial_row(n: int, trial_id: str, shard: int, subnets: int, eval_s: float | None,
+               error: str | None, total_s: float | None = None) -> dict[str, Any]:
+    return {"trial": n, "trial_id": trial_id, "shard": shard, "subnets": subnets,
+            "eval_s": float("nan") if eval_s is None else float(eval_s),
+            "trial_s": float("nan") if total_s is None else float(total_s),
+            "status": "ERROR" if error else "OK", "error": (error or "")[:300]}
+
+
 class PopulationEvaluator:
     """Evaluates archs of one supernet checkpoint with Ray Tune, caching every accuracy."""
 
@@ -169,6 +177,8 @@ class PopulationEvaluator:
         self.seconds_per_subnet = seconds_per_subnet
         self.trials_run = 0
         self.evaluated = 0
+        #: one row per Tune trial (and per timing probe): what the driver logs to MLflow
+        self.trial_rows: list[dict[str, Any]] = []
 
     @classmethod
     def from_request(cls, prepared: Any) -> PopulationEvaluator:
@@ -211,8 +221,11 @@ class PopulationEvaluator:
         per = self.seconds_per_subnet
         if per is None:  # time subnets here to size the shards; keep their results
             probe = archs[:2]
+            t0 = time.perf_counter()
             per, accs = self._time_probe(spec, state, probe)
             out.update({a.key: acc for a, acc in zip(probe, accs)})
+            self.trial_rows.append(_trial_row(len(self.trial_rows), "driver-probe", -1,
+                                              len(probe), time.perf_counter() - t0, None))
             archs = archs[len(probe):]
             if not archs:
                 return out
@@ -241,10 +254,18 @@ class PopulationEvaluator:
         grid = tuner.fit()
         errors = []
         for result in grid:
-            if result.error is not None or "accs" not in (result.metrics or {}):
+            metrics = result.metrics or {}
+            index = int(result.config["shard"]["index"])
+            failed = result.error is not None or "accs" not in metrics
+            self.trial_rows.append(_trial_row(
+                len(self.trial_rows), str(metrics.get("trial_id", "")), index,
+                len(shards[index]["archs"]), metrics.get("eval_s"),
+                (str(result.error) or type(result.error).__name__) if failed else None,
+                metrics.get("time_total_s")))
+            if failed:
                 errors.append(result.error)
                 continue
-            shard = shards[int(result.metrics["shard"])]
+            shard = shards[index]
             for d, acc in zip(shard["archs"], result.metrics["accs"]):
                 out[ArchConfig.from_dict(d).key] = float(acc)
         self.trials_run += len(shards)

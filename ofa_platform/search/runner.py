@@ -295,10 +295,12 @@ def execute(prepared: Prepared) -> SearchOutcome:
     pareto_path = write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS)
     population_path = write_parquet(pop_rows, out_dir / "population.parquet",
                                     ("arch_json", "cost", "unit", "accuracy"))
+    artifacts = [pareto_path, population_path]
+    if evaluator is not None and evaluator.trial_rows:  # every Tune trial, for MLflow
+        artifacts.append(write_parquet(evaluator.trial_rows, out_dir / "tune_trials.parquet"))
     trained = getattr(prepared, "trained_predictor", None)
-    predictor_path = None
     if trained is not None:  # reusable with --predictor for later searches of this checkpoint
-        predictor_path = trained.save(out_dir / "predictor.pth", prepared.predictor_metrics)
+        artifacts.append(trained.save(out_dir / "predictor.pth", prepared.predictor_metrics))
     exported: list[Path] = []
     if req.export:
         from ofa_platform.search.pareto import export_subnets
@@ -312,9 +314,7 @@ def execute(prepared: Prepared) -> SearchOutcome:
     meter.stop()
     run_id = None
     if req.log_mlflow:
-        run_id = _log_run(prepared, results, search_time, meter,
-                          [pareto_path, population_path] + ([predictor_path] if predictor_path
-                                                            else []))
+        run_id = _log_run(prepared, results, search_time, meter, artifacts)
     return SearchOutcome(results=results, rows=rows, pareto_path=pareto_path,
                          population_path=population_path, run_id=run_id,
                          search_time_s=search_time, evaluations=fitness.evaluations,
@@ -376,6 +376,14 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                    "feasible_targets": float(sum(r.feasible for r in results))}
         metrics.update({f"predictor_{k}": v for k, v in prepared.predictor_metrics.items()
                         if v == v})
+        evaluator = getattr(prepared, "evaluator", None)
+        if evaluator is not None:
+            rows = evaluator.trial_rows
+            metrics.update(
+                tune_trials=float(sum(r["trial_id"] != "driver-probe" for r in rows)),
+                tune_failed_trials=float(sum(r["status"] != "OK" for r in rows)),
+                subnets_evaluated=float(sum(r["subnets"] for r in rows if r["status"] == "OK")),
+                subnet_eval_s=float(sum(r["eval_s"] for r in rows if r["eval_s"] == r["eval_s"])))
         mlflow.log_metrics(metrics)
         log_cost(meter.report())
         for path in artifacts:
