@@ -84,3 +84,35 @@ def test_checkpoint_search_logs_predictor_and_tune_trials(ray_local, mlflow_uri:
     arts = {a.path for a in mlflow.MlflowClient(mlflow_uri).list_artifacts(out.run_id)}
     assert {"tune_trials.parquet", "predictor.pth", "pareto.parquet"} <= arts
     assert out.rows[0]["measured_accuracy"] == out.rows[0]["measured_accuracy"]  # not NaN
+
+
+def test_failed_shard_is_retried_and_finished_shards_survive(ray_local,  # noqa: ANN001
+                                                             tmp_path: Path) -> None:
+    """A shard that keeps failing is retried by Tune, then fails the evaluation; the shards
+    that finished were cached as their trials reported, so the search run again evaluates
+    only what was not finished (how an interrupted search is restored)."""
+    from ofa_platform.datasets import load_dataset
+    from search_spaces.arch import ArchConfig
+    from search_spaces.registry import create_supernet
+    from search_spaces.spaces import get_space
+
+    space = get_space("compofa_mbv3").with_resolutions((16,))
+    data = "synthetic:40"
+    net = create_supernet(space, n_classes=load_dataset(data, seed=0).n_classes,
+                          small_input=True)
+    setup = EvalSetup(data, calib_images=8, calib_batch=8, eval_batch=8, val_subset=8, seed=0)
+    rng = random.Random(1)
+    good = list(dict.fromkeys(space.sample(rng) for _ in range(2)))
+    broken = good[0].to_dict()
+    broken["ks"][0][0] = 9  # no such kernel in the supernet: its evaluation raises
+    archs = good + [ArchConfig.from_dict(broken)]
+    ev = PopulationEvaluator(net, setup, workers=1, cache=JsonMemo(tmp_path / "acc.json"),
+                             storage_dir=tmp_path / "tune", max_failures=1,
+                             seconds_per_subnet=100.0)  # one subnet per shard
+    with pytest.raises(RuntimeError, match="1 population shard"):
+        ev.evaluate(archs)
+    status = sorted(r["status"] for r in ev.trial_rows)
+    assert status == ["ERROR", "OK", "OK"]
+    again = PopulationEvaluator(net, setup, workers=1, cache=JsonMemo(tmp_path / "acc.json"),
+                                storage_dir=tmp_path / "tune", seconds_per_subnet=100.0)
+    assert len(again.evaluate(good)) == 2 and again.trials_run == 0
