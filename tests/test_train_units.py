@@ -184,3 +184,24 @@ def test_checkpoint_of_another_space_is_refused(tmp_path: Path, mlflow_uri: str,
                     "--init-checkpoint", str(tmp_path / "absent.pt")], capsys)
     assert rc == 2 and "no such file" in err
     assert _runs(mlflow_uri) == []
+
+
+def test_workers_get_the_dataset_recipe_not_just_its_path(shared_data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe's resolutions, normalisation and stem reach the workers: run from another
+    directory (as a Ray worker is), the engine reads CIFAR-10 at 24..32 with CIFAR's mean,
+    not the Parquet's native 32 with ImageNet's."""
+    import pickle
+
+    from ofa_platform.datasets import load_dataset
+    from ofa_platform.train.runner import TrainRequest, prepare
+
+    prep = prepare(TrainRequest(schedule="ofa", space="ofa_mbv3", data="cifar10", workers=1,
+                                epoch_scale=0.001, subset=40, storage_path=str(tmp_path),
+                                tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"))
+    shipped = pickle.loads(pickle.dumps(prep.engine))  # what Ray sends to a worker
+    monkeypatch.chdir(tmp_path)
+    data = load_dataset(shipped.data, subset=40)
+    assert data.resolutions == (24, 28, 32)
+    assert data.mean == pytest.approx((0.4914, 0.4822, 0.4465))
+    assert shipped.small_input is True and data.n_classes == 10

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ofa_platform.datasets import DataSpec
 from ofa_platform.train.schedule import Phase, Schedule
 from search_spaces.arch import ArchConfig
 from search_spaces.space import SearchSpace
@@ -52,6 +53,9 @@ class EngineConfig:
     """Everything a worker needs, resolved and validated by the driver before Ray starts.
 
     ``schedule`` is already scaled (``Schedule.scaled``); ``batch_size`` is per worker.
+    ``data`` is the driver's parsed :class:`DataSpec` (absolute paths, and a recipe's
+    resolutions, normalisation and stem), so workers in other directories read the same data
+    the same way; a spec string is parsed on the worker.
     ``amp`` is ``auto`` (bf16 where the GPU supports it, else fp16; off on CPU), ``bf16``,
     ``fp16`` or ``off``. ``init_checkpoint`` is a supernet file whose weights the first phase
     starts from instead of the fresh initialisation. ``loader_workers`` decode on-disk images
@@ -60,7 +64,7 @@ class EngineConfig:
 
     schedule: Schedule
     space: str
-    data: str
+    data: DataSpec | str
     batch_size: int = 64
     seed: int = 0
     subset: int | None = None

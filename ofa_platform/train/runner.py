@@ -161,7 +161,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
     small = dataset.small_input if request.small_input is None else request.small_input
     engine = EngineConfig(
-        schedule=schedule, space=space_name, data=_absolute_data(spec, request.data),
+        schedule=schedule, space=space_name, data=spec,
         batch_size=request.batch_size,
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
         small_input=small, amp=request.amp, recal_images=request.recal_images,
@@ -198,14 +198,6 @@ def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> 
 def _storage(path: str) -> str:
     """Local paths made absolute; URIs (``s3://...``) kept as they are."""
     return path if "://" in path else os.path.abspath(path)
-
-
-def _absolute_data(spec: Any, text: str) -> str:
-    """The data spec with its path made absolute: Ray workers (and Ray Jobs) run in other
-    working directories, where a relative path means something else."""
-    if spec.kind in ("parquet", "imagefolder") and spec.path is not None:
-        return f"{spec.kind}:{spec.path}"
-    return text
 
 
 def _check_checkpoint(path: str, space_name: str) -> None:
