@@ -108,36 +108,42 @@ def _make_trainable() -> Any:
     from ray import tune
 
     class ShardTrainable(tune.Trainable):
-        """One actor: supernet and data loaded in ``setup``; each reused trial swaps its shard
-        in ``reset_config`` and evaluates it in one ``step``."""
+        """One actor: supernet, data and the population's shards loaded in ``setup``; each
+        reused trial swaps its shard index in ``reset_config`` and evaluates that shard in one
+        ``step``. Trial configs hold only the index: Tune deep-copies and JSON-encodes every
+        config on the driver, which with the archs inside cost the driver CPU that the two
+        workers of a 2-core machine need (measured: Tune's overhead over a bare actor pool
+        grew with the population)."""
 
         def setup(self, config: dict[str, Any], supernet_spec: dict[str, Any] | None = None,
                   state_dict: dict[str, Any] | None = None, setup: EvalSetup | None = None,
-                  device: str = "cpu") -> None:
+                  device: str = "cpu", shards: list[list[dict[str, Any]]] | None = None
+                  ) -> None:
             self.evaluator = ShardEvaluator(supernet_spec or {}, state_dict or {},
                                             setup or EvalSetup("synthetic"), device)
-            self.shard = config["shard"]
+            self.shards = shards or []
+            self.shard = int(config["shard"])
 
         def reset_config(self, new_config: dict[str, Any]) -> bool:
-            self.shard = new_config["shard"]
+            self.shard = int(new_config["shard"])
             return True
 
         def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
-            return {"shard": self.shard["index"]}  # stateless: a retry re-evaluates its shard
+            return {"shard": self.shard}  # stateless: a retry re-evaluates its shard
 
         def load_checkpoint(self, checkpoint: Any) -> None:
             return None
 
         def step(self) -> dict[str, Any]:
             t0 = time.perf_counter()
-            accs = self.evaluator.evaluate(self.shard["archs"])
-            return {"accs": accs, "shard": self.shard["index"], "eval_s":
+            accs = self.evaluator.evaluate(self.shards[self.shard])
+            return {"accs": accs, "shard": self.shard, "eval_s":
                     time.perf_counter() - t0, "done": True}
 
     return ShardTrainable
 
 
-def _CacheCallback(cache: JsonMemo, shards: list[dict[str, Any]]) -> Any:  # noqa: N802
+def _CacheCallback(cache: JsonMemo, shards: list[list[dict[str, Any]]]) -> Any:  # noqa: N802
     """A Tune callback that writes each shard's accuracies to the cache as its trial reports,
     so an interrupted search, run again, evaluates only what was not finished."""
     from ray import tune
@@ -147,9 +153,8 @@ def _CacheCallback(cache: JsonMemo, shards: list[dict[str, Any]]) -> Any:  # noq
                             result: dict[str, Any], **info: Any) -> None:
             if "accs" not in result:
                 return
-            shard = shards[int(result["shard"])]
             cache.put_many({ArchConfig.from_dict(d).key: float(a)
-                            for d, a in zip(shard["archs"], result["accs"])})
+                            for d, a in zip(shards[int(result["shard"])], result["accs"])})
 
     return CacheCallback()
 
@@ -230,19 +235,18 @@ class PopulationEvaluator:
             if not archs:
                 return out
         size = shard_size_for(len(archs), self.workers, per)
-        shards = [{"index": i, "archs": [a.to_dict() for a in archs[j:j + size]]}
-                  for i, j in enumerate(range(0, len(archs), size))]
+        shards = [[a.to_dict() for a in archs[j:j + size]] for j in range(0, len(archs), size)]
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"
         trainable = tune.with_parameters(_make_trainable(), supernet_spec=spec, state_dict=state,
-                                         setup=self.setup, device=device)
+                                         setup=self.setup, device=device, shards=shards)
         resources = {"cpu": 1, "gpu": self.gpus_per_worker} if self.gpus_per_worker else {
             "cpu": 1}
         callbacks = [_CacheCallback(self.cache, shards)] if self.cache is not None else []
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
-            param_space={"shard": tune.grid_search(shards)},
+            param_space={"shard": tune.grid_search(list(range(len(shards))))},
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=self.workers),
             run_config=tune.RunConfig(
                 name=f"population-{int(time.time() * 1000)}",
@@ -255,18 +259,17 @@ class PopulationEvaluator:
         errors = []
         for result in grid:
             metrics = result.metrics or {}
-            index = int(result.config["shard"]["index"])
+            index = int(result.config["shard"])
             failed = result.error is not None or "accs" not in metrics
             self.trial_rows.append(_trial_row(
                 len(self.trial_rows), str(metrics.get("trial_id", "")), index,
-                len(shards[index]["archs"]), metrics.get("eval_s"),
+                len(shards[index]), metrics.get("eval_s"),
                 (str(result.error) or type(result.error).__name__) if failed else None,
                 metrics.get("time_total_s")))
             if failed:
                 errors.append(result.error)
                 continue
-            shard = shards[index]
-            for d, acc in zip(shard["archs"], result.metrics["accs"]):
+            for d, acc in zip(shards[index], result.metrics["accs"]):
                 out[ArchConfig.from_dict(d).key] = float(acc)
         self.trials_run += len(shards)
         if errors:
