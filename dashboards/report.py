@@ -198,8 +198,7 @@ def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[st
         for method, h, f in frames:
             if h != hw:
                 continue
-            inside = (f["cost"] >= lo) & ((f["cost"] <= hi) if last
-                                                else (f["cost"] < hi))
+            inside = (f["cost"] >= lo) & ((f["cost"] <= hi) if last else (f["cost"] < hi))
             acc = f.loc[inside, "accuracy"].sort_values().to_numpy()
             if len(acc):
                 ys = [(i + 1) / len(acc) for i in range(len(acc))]

@@ -55,6 +55,7 @@ def test_checkpoint_search_logs_predictor_and_tune_trials(ray_local, mlflow_uri:
     and the driver records the predictor's held-out quality and every Tune trial."""
     import mlflow
     import pyarrow.parquet as pq
+    from nets import randomize
 
     from ofa_platform.datasets import load_dataset
     from ofa_platform.search.runner import SearchRequest, run_search
@@ -63,23 +64,25 @@ def test_checkpoint_search_logs_predictor_and_tune_trials(ray_local, mlflow_uri:
     from search_spaces.spaces import get_space
 
     space = get_space("compofa_mbv3").with_resolutions((16, 20))
-    data = "synthetic:40"
+    data = "synthetic:200"
     net = create_supernet(space, n_classes=load_dataset(data, seed=0).n_classes,
                           small_input=True)
-    ckpt = save_supernet(tmp_path / "net.pt", net)
+    # distinct subnets and 20 validation images: held-out accuracies that are not all tied,
+    # so Kendall tau is defined
+    ckpt = save_supernet(tmp_path / "net.pt", randomize(net, seed=3))
     out = run_search(SearchRequest(
         space="compofa_mbv3", targets=(1e9,), latency="macs", strategy="exhaustive",
-        checkpoint=str(ckpt), data=data, n_arch_samples=12, calib_images=8, calib_batch=8,
-        eval_batch=8, val_subset=8, out_dir=str(tmp_path / "out"),
+        checkpoint=str(ckpt), data=data, n_arch_samples=30, calib_images=16, calib_batch=16,
+        eval_batch=20, val_subset=20, out_dir=str(tmp_path / "out"),
         cache_dir=str(tmp_path / "cache"), n_population_rows=4, tracking_uri=mlflow_uri))
     run = mlflow.MlflowClient(mlflow_uri).get_run(out.run_id)
     assert run.info.status == "FINISHED"
     m = run.data.metrics
-    assert {"predictor_rmse", "predictor_kendall_tau"} <= set(m)
+    assert {"predictor_rmse", "predictor_kendall_tau"} <= set(m), m
     trials = pq.read_table(tmp_path / "out" / "tune_trials.parquet").to_pandas()
     assert m["tune_trials"] == (trials["trial_id"] != "driver-probe").sum() >= 1
     assert m["tune_failed_trials"] == 0 and set(trials["status"]) == {"OK"}
-    # 12 samples (some may repeat) for the predictor, then the chosen subnet measured
+    # the predictor's samples (some may repeat), then the chosen subnet measured
     assert m["subnets_evaluated"] == trials["subnets"].sum() >= 2
     arts = {a.path for a in mlflow.MlflowClient(mlflow_uri).list_artifacts(out.run_id)}
     assert {"tune_trials.parquet", "predictor.pth", "pareto.parquet"} <= arts

@@ -195,9 +195,6 @@ class Archive:
         self._genes: list[np.ndarray] = []
         self._cost: list[float] = []
 
-    def __len__(self) -> int:
-        return len(self._acc)
-
     def score(self, genes: np.ndarray, cost: np.ndarray) -> np.ndarray:
         """Accuracy of every row; only archs never seen before go to the scorer (late
         generations are converged and crossover of near-identical parents mostly rebuilds
@@ -218,13 +215,11 @@ class Archive:
 
     def best_within(self, target: float, n: int) -> np.ndarray:
         """Gene rows of the ``n`` most accurate archs seen whose cost is within ``target``."""
-        if not self._acc:
-            return np.zeros((0, self.fitness.codec.width), dtype=np.int16)
         acc, cost = np.asarray(self._acc), np.asarray(self._cost)
         ok = np.nonzero(cost <= target)[0]
         top = ok[np.argsort(-acc[ok], kind="stable")[:n]]
-        return np.stack([self._genes[i] for i in top]) if len(top) else \
-            np.zeros((0, self.fitness.codec.width), dtype=np.int16)
+        return np.array([self._genes[i] for i in top], dtype=np.int16).reshape(
+            len(top), self.fitness.codec.width)
 
 
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,

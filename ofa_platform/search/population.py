@@ -167,6 +167,12 @@ def _trial_row(n: int, trial_id: str, shard: int, subnets: int, eval_s: float | 
             "status": "ERROR" if error else "OK", "error": (error or "")[:300]}
 
 
+def _error_text(error: BaseException | None) -> str:
+    if error is None:
+        return "the trial ended without a result"
+    return str(error) or type(error).__name__
+
+
 class PopulationEvaluator:
     """Evaluates archs of one supernet checkpoint with Ray Tune, caching every accuracy."""
 
@@ -233,6 +239,7 @@ class PopulationEvaluator:
                                               len(probe), time.perf_counter() - t0, None))
             archs = archs[len(probe):]
             if not archs:
+                self.evaluated += len(out)
                 return out
         size = shard_size_for(len(archs), self.workers, per)
         shards = [[a.to_dict() for a in archs[j:j + size]] for j in range(0, len(archs), size)]
@@ -264,7 +271,7 @@ class PopulationEvaluator:
             self.trial_rows.append(_trial_row(
                 len(self.trial_rows), str(metrics.get("trial_id", "")), index,
                 len(shards[index]), metrics.get("eval_s"),
-                (str(result.error) or type(result.error).__name__) if failed else None,
+                _error_text(result.error) if failed else None,
                 metrics.get("time_total_s")))
             if failed:
                 errors.append(result.error)

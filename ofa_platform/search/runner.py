@@ -380,10 +380,10 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
         if evaluator is not None:
             rows = evaluator.trial_rows
             metrics.update(
-                tune_trials=float(sum(r["trial_id"] != "driver-probe" for r in rows)),
+                tune_trials=float(evaluator.trials_run),
                 tune_failed_trials=float(sum(r["status"] != "OK" for r in rows)),
-                subnets_evaluated=float(sum(r["subnets"] for r in rows if r["status"] == "OK")),
-                subnet_eval_s=float(sum(r["eval_s"] for r in rows if r["eval_s"] == r["eval_s"])))
+                subnets_evaluated=float(evaluator.evaluated),
+                subnet_eval_s=float(np.nansum([r["eval_s"] for r in rows])))
         mlflow.log_metrics(metrics)
         log_cost(meter.report())
         for path in artifacts:
