@@ -265,7 +265,9 @@ def _decode_all(blobs: Sequence[bytes], where: str) -> torch.Tensor:
     return torch.stack(images)
 
 
-def _read_parquet(path: Path, limit: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _read_parquet_rows(path: Path, limit: int | None) -> tuple[list[bytes], torch.Tensor,
+                                                                 list[str]]:
+    """The encoded images, labels and class names of a Parquet file (nothing decoded yet)."""
     import pyarrow.parquet as pq
 
     try:
@@ -290,12 +292,15 @@ def _read_parquet(path: Path, limit: int | None) -> tuple[torch.Tensor, torch.Te
         raise UserError(f"parquet {path}: no rows")
     meta = pf.schema_arrow.metadata or {}
     classes = meta.get(b"classes", b"").decode().split(",") if b"classes" in meta else []
-    images = _decode_all(blobs, f"parquet {path}")
-    return images, torch.as_tensor(labels, dtype=torch.int64), classes
+    return blobs, torch.as_tensor(labels, dtype=torch.int64), classes
 
 
-def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float,
-                  seed: int) -> DatasetSplits:
+def _head(idx: torch.Tensor, n: int | None) -> torch.Tensor:
+    return idx if n is None else idx[:max(0, n)]
+
+
+def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed: int,
+                  heads: tuple[int | None, int | None] | None) -> DatasetSplits:
     root = spec.path
     assert root is not None
     if not root.exists():
@@ -303,22 +308,30 @@ def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float,
     train_file = root if root.is_file() else root / "train.parquet"
     if not train_file.is_file():
         raise UserError(f"dataset path {root}: no train.parquet in it")
-    images, labels, classes = _read_parquet(train_file, subset)
+    blobs, labels, classes = _read_parquet_rows(train_file, subset)
     n_classes = spec.n_classes or max(len(classes), int(labels.max()) + 1)
     if len(classes) != n_classes:
         classes = [str(i) for i in range(n_classes)]
     tr, va = _split(len(labels), val_fraction, seed)
+    if heads is not None:
+        tr, va = _head(tr, heads[0]), _head(va, heads[1])
+    where = f"parquet {train_file}"
     test = None
     test_file = root / "test.parquet" if root.is_dir() else None
-    if test_file is not None and test_file.is_file():
-        t_images, t_labels, _ = _read_parquet(test_file, subset)
-        test = TensorImageDataset(t_images, t_labels)
+    if heads is None and test_file is not None and test_file.is_file():
+        t_blobs, t_labels, _ = _read_parquet_rows(test_file, subset)
+        test = TensorImageDataset(_decode_all(t_blobs, f"parquet {test_file}"), t_labels)
     return DatasetSplits(
-        name=spec.name or root.name, train=TensorImageDataset(images[tr], labels[tr]),
-        val=TensorImageDataset(images[va], labels[va]), classes=tuple(classes),
-        resolutions=spec.resolutions or (int(images.shape[-1]),), mean=spec.mean,
-        std=spec.std, small_input=spec.small_input, test=test,
+        name=spec.name or root.name,
+        train=TensorImageDataset(_decode_all([blobs[i] for i in tr.tolist()], where), labels[tr]),
+        val=TensorImageDataset(_decode_all([blobs[i] for i in va.tolist()], where), labels[va]),
+        classes=tuple(classes), resolutions=spec.resolutions or _native_size(blobs[0], where),
+        mean=spec.mean, std=spec.std, small_input=spec.small_input, test=test,
         meta={"source": str(train_file)})
+
+
+def _native_size(blob: bytes, where: str) -> tuple[int]:
+    return (int(_decode_all([blob], where).shape[-1]),)
 
 
 def _folder_items(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -331,8 +344,8 @@ def _folder_items(root: Path) -> tuple[list[Path], list[int], list[str]]:
     return paths, labels, classes
 
 
-def _load_imagefolder(spec: DataSpec, subset: int | None, val_fraction: float,
-                      seed: int) -> DatasetSplits:
+def _load_imagefolder(spec: DataSpec, subset: int | None, val_fraction: float, seed: int,
+                      heads: tuple[int | None, int | None] | None) -> DatasetSplits:
     root = spec.path
     assert root is not None
     if not root.is_dir():
@@ -346,8 +359,10 @@ def _load_imagefolder(spec: DataSpec, subset: int | None, val_fraction: float,
             _mix(seed, 0x50B)))[:subset].sort().values.tolist()
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
     tr, va = _split(len(paths), val_fraction, seed)
+    if heads is not None:
+        tr, va = _head(tr, heads[0]), _head(va, heads[1])
     test = None
-    if train_root != root and (root / "val").is_dir():
+    if heads is None and train_root != root and (root / "val").is_dir():
         t_paths, t_labels, t_classes = _folder_items(root / "val")
         if t_classes == classes:
             test = ImageFileDataset(t_paths, t_labels)
@@ -386,8 +401,8 @@ def make_synthetic(n: int, *, n_classes: int = 10, size: int = 32,
     return (img.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
 
-def _load_synthetic(spec: DataSpec, subset: int | None, val_fraction: float,
-                    seed: int) -> DatasetSplits:
+def _load_synthetic(spec: DataSpec, subset: int | None, val_fraction: float, seed: int,
+                    heads: tuple[int | None, int | None] | None) -> DatasetSplits:
     n = spec.n or 2048
     if subset is not None:
         n = min(n, subset)
@@ -395,33 +410,42 @@ def _load_synthetic(spec: DataSpec, subset: int | None, val_fraction: float,
     if n < 2:
         raise UserError(f"synthetic data needs at least 2 images, got {n}")
     images, labels = make_synthetic(n, n_classes=n_classes, size=spec.image_size, seed=seed)
-    t_images, t_labels = make_synthetic(max(n // 5, n_classes), n_classes=n_classes,
-                                        size=spec.image_size, seed=seed + 1)
+    test = None
+    if heads is None:
+        test = TensorImageDataset(*make_synthetic(max(n // 5, n_classes), n_classes=n_classes,
+                                                  size=spec.image_size, seed=seed + 1))
     tr, va = _split(n, val_fraction, seed)
+    if heads is not None:
+        tr, va = _head(tr, heads[0]), _head(va, heads[1])
     return DatasetSplits(
         name=spec.name or "synthetic", train=TensorImageDataset(images[tr], labels[tr]),
         val=TensorImageDataset(images[va], labels[va]),
         classes=tuple(f"class{i}" for i in range(n_classes)),
         resolutions=spec.resolutions or (spec.image_size,), mean=spec.mean, std=spec.std,
-        small_input=spec.small_input, test=TensorImageDataset(t_images, t_labels),
-        meta={"source": f"synthetic:{n} seed {seed}"})
+        small_input=spec.small_input, test=test, meta={"source": f"synthetic:{n} seed {seed}"})
 
 
 def load_dataset(spec: DataSpec | str, *, subset: int | None = None, val_fraction: float = 0.1,
-                 seed: int = 0) -> DatasetSplits:
+                 seed: int = 0, heads: tuple[int | None, int | None] | None = None
+                 ) -> DatasetSplits:
     """Load a dataset with a validation split held out of its training rows.
 
     ``subset`` keeps only that many training rows (Parquet: the first rows, which are
     shuffled in the reference data; ImageFolder: a seeded sample; synthetic: ``N``) before
     the split, for smoke runs. ``seed`` fixes the split (and the synthetic images): the same
-    seed gives the same split everywhere. A missing path is a ``UserError`` naming it.
+    seed gives the same split everywhere. ``heads=(n_train, n_val)`` keeps only the first
+    rows of each split (``None``: all of that split) and no test split, decoding nothing
+    else: evaluating a subnet needs a calibration and a validation subset, and decoding a
+    whole Parquet dataset in every evaluation actor cost seconds per population. The kept
+    rows are exactly the first rows of the full load's splits. A missing path is a
+    ``UserError`` naming it.
     """
     spec = parse_data_spec(spec) if isinstance(spec, str) else spec
     if subset is not None and subset < 2:
         raise UserError(f"subset {subset}: need at least 2 images")
     loader = {"parquet": _load_parquet, "imagefolder": _load_imagefolder,
               "synthetic": _load_synthetic}[spec.kind]
-    return loader(spec, subset, val_fraction, seed)
+    return loader(spec, subset, val_fraction, seed, heads)
 
 
 def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0) -> int:

@@ -36,6 +36,30 @@ def test_cifar_parquet_subset(shared_data: Path) -> None:
     assert abs(float(x.mean())) < 0.5 and 0.6 < float(x.std()) < 1.5  # normalised
 
 
+def test_heads_decode_only_the_first_rows_of_each_split(shared_data: Path,
+                                                       tmp_path: Path) -> None:
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "train" / c / f"{i}.png")
+    (tmp_path / "val").mkdir()
+    for spec, subset in (("cifar10", 400), ("synthetic:300", None),
+                         (f"imagefolder:{tmp_path}", None)):
+        full = load_dataset(spec, subset=subset, seed=3)
+        head = load_dataset(spec, subset=subset, seed=3, heads=(7, None))
+        assert len(head.train) == 7 and len(head.val) == len(full.val) and head.test is None
+        for i in range(7):
+            assert torch.equal(head.train[i][0], full.train[i][0]), spec
+            assert head.train[i][1] == full.train[i][1]
+        assert head.resolutions == full.resolutions
+        m = min(3, len(full.val))
+        both = load_dataset(spec, subset=subset, seed=3, heads=(2, m))
+        assert (len(both.train), len(both.val)) == (2, m)
+        assert [both.val[i][1] for i in range(m)] == [full.val[i][1] for i in range(m)]
+
+
 def _indexed(n: int) -> TensorImageDataset:
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 8, 8).clone()
     return TensorImageDataset(images, torch.arange(n))

@@ -12,6 +12,8 @@ from ofa_platform.search.population import (
     EvalSetup,
     PopulationEvaluator,
     ShardEvaluator,
+    balanced_shards,
+    plan_shards,
     shard_size_for,
 )
 
@@ -21,6 +23,33 @@ def test_shard_size_keeps_tune_overhead_under_two_percent() -> None:
     assert shard_size_for(1000, 2, 0.5) == 10
     assert 0.1 / (shard_size_for(1000, 2, 0.01) * 0.01) <= 0.02
     assert shard_size_for(6, 2, 0.5) == 3  # never fewer shards than workers can share
+
+
+def test_balanced_shards_even_out_costs_and_hand_out_the_heaviest_first() -> None:
+    rng = random.Random(0)
+    costs = [rng.uniform(1.0, 3.0) for _ in range(40)]
+    shards = balanced_shards(costs, 8)
+    assert sorted(i for s in shards for i in s) == list(range(40))  # each item once
+    totals = [sum(costs[i] for i in s) for s in shards]
+    assert totals == sorted(totals, reverse=True)
+    assert totals[0] - totals[-1] <= max(costs)  # longest-processing-time-first bound
+    cut = [sum(costs[i:i + 5]) for i in range(0, 40, 5)]  # shards in sampling order
+    assert totals[0] - totals[-1] < (max(cut) - min(cut)) / 4
+    assert [len(s) for s in balanced_shards([1.0] * 7, 3)] == [3, 2, 2]
+    assert balanced_shards([2.0, 1.0], 5) == [[0], [1]]  # never an empty shard
+
+
+def test_plan_shards_sizes_by_overhead_and_balances_by_cost() -> None:
+    from search_spaces.spaces import get_space
+
+    space = get_space("compofa_mbv3").with_resolutions((16, 32))
+    rng = random.Random(1)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(40)))[:24]
+    shards = plan_shards(archs, 2, 0.5, cost=lambda a: a.r * a.r)
+    assert len(shards) == 24 // shard_size_for(24, 2, 0.5)
+    assert sorted(a.key for s in shards for a in s) == sorted(a.key for a in archs)
+    heavy = [sum(a.r * a.r for a in s) for s in shards]
+    assert max(heavy) - min(heavy) <= 32 * 32
 
 
 def test_tune_population_matches_direct_evaluation_and_is_cached(ray_local,  # noqa: ANN001

@@ -3,11 +3,15 @@
 Accuracy of a subnet = BN recalibration on a fixed subset of training images (OFA: 2000,
 batch 200), then top-1 on the validation split. A population is cut into shards; each Tune
 trial evaluates one shard on an actor that Tune reuses (``reuse_actors=True``), which built
-the supernet (weights through the object store) and loaded the data once. A reused trial
-still costs about 100 ms of Tune bookkeeping, so shards are sized to keep that under 2% of
-the trial's evaluation time. Tune gives what a cluster needs: failed trials retried
-(``FailureConfig``), CPUs or GPU fractions per trial, machines scheduled by Ray. Results are
-cached persistently (arch and resolution -> accuracy) per supernet checkpoint.
+the supernet (weights through the object store) and decoded only the images evaluation uses
+(calibration and validation subsets) once. A reused trial still costs Tune bookkeeping
+(budgeted at 100 ms; measured ~15 ms here), so shards are sized to keep that under 2% of the
+trial's evaluation time, and balanced by MACs so no worker is left finishing a heavy shard
+alone. What remains of Tune's cost is fixed per population: its actors are fresh processes
+that import ``ray.tune`` (about a second) before building the supernet. Tune gives what a
+cluster needs: failed trials retried (``FailureConfig``), CPUs or GPU fractions per trial,
+machines scheduled by Ray. Results are cached persistently (arch and resolution -> accuracy)
+per supernet checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
 from search_spaces.arch import ArchConfig
 
 __all__ = ["EvalSetup", "ShardEvaluator", "PopulationEvaluator", "shard_size_for",
-           "TUNE_TRIAL_OVERHEAD_S"]
+           "balanced_shards", "plan_shards", "TUNE_TRIAL_OVERHEAD_S"]
 
 #: Measured cost of one reused Tune trial (issue 6), used to size shards.
 TUNE_TRIAL_OVERHEAD_S = 0.1
@@ -59,6 +63,37 @@ def shard_size_for(n: int, workers: int, seconds_per_subnet: float, *,
     return max(1, math.ceil(n / n_shards))
 
 
+def balanced_shards(costs: Sequence[float], n_shards: int) -> list[list[int]]:
+    """Indices of the items dealt into ``n_shards`` shards of near-equal total cost, the
+    costliest shard first.
+
+    Subnets of one population differ in cost by 2-3x (and by the square of the resolution),
+    so shards cut in sampling order leave one worker finishing a heavy shard while the others
+    idle. Dealing the costliest item to the lightest shard so far (longest processing time
+    first) evens the shards out, and handing out the heaviest shards first keeps whatever
+    imbalance is left small at the end.
+    """
+    n_shards = max(1, min(n_shards, len(costs)))
+    shards: list[list[int]] = [[] for _ in range(n_shards)]
+    totals = [0.0] * n_shards
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        j = min(range(n_shards), key=lambda j: (totals[j], len(shards[j]), j))
+        shards[j].append(i)
+        totals[j] += costs[i]
+    order = sorted(range(n_shards), key=lambda j: (-totals[j], j))
+    return [shards[j] for j in order if shards[j]]
+
+
+def plan_shards(archs: Sequence[ArchConfig], workers: int, seconds_per_subnet: float,
+                cost: Any = None) -> list[list[ArchConfig]]:
+    """The shards (one Tune trial each) a population is evaluated in: sized by
+    :func:`shard_size_for`, balanced by ``cost(arch)`` (e.g. MACs; equal costs if None)."""
+    size = shard_size_for(len(archs), workers, seconds_per_subnet)
+    costs = [float(cost(a)) if cost is not None else 1.0 for a in archs]
+    return [[archs[i] for i in shard]
+            for shard in balanced_shards(costs, math.ceil(len(archs) / size))]
+
+
 class ShardEvaluator:
     """Holds a supernet and the evaluation data once; evaluates shards of archs."""
 
@@ -73,7 +108,8 @@ class ShardEvaluator:
         self.supernet = create_supernet(**supernet_spec)
         self.supernet.load_state_dict(state_dict)
         self.supernet.to(device).eval()
-        self.splits = load_dataset(setup.data, seed=setup.seed)
+        self.splits = load_dataset(setup.data, seed=setup.seed,
+                                   heads=(setup.calib_images, setup.val_subset))
         self.torch = torch
 
     def _batches(self, split: str, resolution: int, limit: int | None, batch: int) -> list[Any]:
@@ -202,6 +238,15 @@ class PopulationEvaluator:
                    gpus_per_worker=req.gpus_per_worker, cache=cache,
                    storage_dir=Path(req.cache_dir) / "tune")
 
+    def subnet_cost(self, arch: ArchConfig) -> float:
+        """Relative evaluation cost of a subnet (its MACs), to balance the shards."""
+        plan = getattr(self.supernet, "plan", None)
+        if plan is None:
+            return 1.0
+        from search_spaces.flops import count_macs_params
+
+        return float(count_macs_params(plan, arch)[0])
+
     def _spec_and_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = dict(getattr(self.supernet, "spec", {}) or {})
         if not spec:
@@ -241,8 +286,8 @@ class PopulationEvaluator:
             if not archs:
                 self.evaluated += len(out)
                 return out
-        size = shard_size_for(len(archs), self.workers, per)
-        shards = [[a.to_dict() for a in archs[j:j + size]] for j in range(0, len(archs), size)]
+        shards = [[a.to_dict() for a in shard]
+                  for shard in plan_shards(archs, self.workers, per, self.subnet_cost)]
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"
