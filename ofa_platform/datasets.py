@@ -238,13 +238,21 @@ class DatasetSplits:
         return len(self.val)
 
 
-def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (train, val) index split; at least one of each when ``n >= 2``."""
+def _split(n: int, val_fraction: float, seed: int,
+           heads: tuple[int | None, int | None] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded (train, val) index split; at least one of each when ``n >= 2``. ``heads`` keeps
+    only the first indices of each (``None``: all of that split)."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"val_fraction {val_fraction}: expected a number in [0, 1)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 0x5B1)))
     n_val = min(n - 1, max(1, round(n * val_fraction))) if val_fraction > 0 and n >= 2 else 0
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    tr, va = perm[n_val:].sort().values, perm[:n_val].sort().values
+    if heads is not None:
+        n_tr, n_va = heads
+        tr = tr if n_tr is None else tr[:n_tr]
+        va = va if n_va is None else va[:n_va]
+    return tr, va
 
 
 def _decode_all(blobs: Sequence[bytes], where: str) -> torch.Tensor:
@@ -295,10 +303,6 @@ def _read_parquet_rows(path: Path, limit: int | None) -> tuple[list[bytes], torc
     return blobs, torch.as_tensor(labels, dtype=torch.int64), classes
 
 
-def _head(idx: torch.Tensor, n: int | None) -> torch.Tensor:
-    return idx if n is None else idx[:max(0, n)]
-
-
 def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed: int,
                   heads: tuple[int | None, int | None] | None) -> DatasetSplits:
     root = spec.path
@@ -312,26 +316,20 @@ def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed:
     n_classes = spec.n_classes or max(len(classes), int(labels.max()) + 1)
     if len(classes) != n_classes:
         classes = [str(i) for i in range(n_classes)]
-    tr, va = _split(len(labels), val_fraction, seed)
-    if heads is not None:
-        tr, va = _head(tr, heads[0]), _head(va, heads[1])
+    tr, va = _split(len(labels), val_fraction, seed, heads)
     where = f"parquet {train_file}"
+    train = TensorImageDataset(_decode_all([blobs[i] for i in tr.tolist()], where), labels[tr])
     test = None
     test_file = root / "test.parquet" if root.is_dir() else None
     if heads is None and test_file is not None and test_file.is_file():
         t_blobs, t_labels, _ = _read_parquet_rows(test_file, subset)
         test = TensorImageDataset(_decode_all(t_blobs, f"parquet {test_file}"), t_labels)
     return DatasetSplits(
-        name=spec.name or root.name,
-        train=TensorImageDataset(_decode_all([blobs[i] for i in tr.tolist()], where), labels[tr]),
+        name=spec.name or root.name, train=train,
         val=TensorImageDataset(_decode_all([blobs[i] for i in va.tolist()], where), labels[va]),
-        classes=tuple(classes), resolutions=spec.resolutions or _native_size(blobs[0], where),
+        classes=tuple(classes), resolutions=spec.resolutions or (int(train.images.shape[-1]),),
         mean=spec.mean, std=spec.std, small_input=spec.small_input, test=test,
         meta={"source": str(train_file)})
-
-
-def _native_size(blob: bytes, where: str) -> tuple[int]:
-    return (int(_decode_all([blob], where).shape[-1]),)
 
 
 def _folder_items(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -358,9 +356,7 @@ def _load_imagefolder(spec: DataSpec, subset: int | None, val_fraction: float, s
         keep = torch.randperm(len(paths), generator=torch.Generator().manual_seed(
             _mix(seed, 0x50B)))[:subset].sort().values.tolist()
         paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
-    tr, va = _split(len(paths), val_fraction, seed)
-    if heads is not None:
-        tr, va = _head(tr, heads[0]), _head(va, heads[1])
+    tr, va = _split(len(paths), val_fraction, seed, heads)
     test = None
     if heads is None and train_root != root and (root / "val").is_dir():
         t_paths, t_labels, t_classes = _folder_items(root / "val")
@@ -414,9 +410,7 @@ def _load_synthetic(spec: DataSpec, subset: int | None, val_fraction: float, see
     if heads is None:
         test = TensorImageDataset(*make_synthetic(max(n // 5, n_classes), n_classes=n_classes,
                                                   size=spec.image_size, seed=seed + 1))
-    tr, va = _split(n, val_fraction, seed)
-    if heads is not None:
-        tr, va = _head(tr, heads[0]), _head(va, heads[1])
+    tr, va = _split(n, val_fraction, seed, heads)
     return DatasetSplits(
         name=spec.name or "synthetic", train=TensorImageDataset(images[tr], labels[tr]),
         val=TensorImageDataset(images[va], labels[va]),
@@ -443,6 +437,8 @@ def load_dataset(spec: DataSpec | str, *, subset: int | None = None, val_fractio
     spec = parse_data_spec(spec) if isinstance(spec, str) else spec
     if subset is not None and subset < 2:
         raise UserError(f"subset {subset}: need at least 2 images")
+    if heads is not None and any(k is not None and k < 1 for k in heads):
+        raise UserError(f"heads {heads}: keep at least 1 row of each split (or None: all)")
     loader = {"parquet": _load_parquet, "imagefolder": _load_imagefolder,
               "synthetic": _load_synthetic}[spec.kind]
     return loader(spec, subset, val_fraction, seed, heads)

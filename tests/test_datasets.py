@@ -58,6 +58,8 @@ def test_heads_decode_only_the_first_rows_of_each_split(shared_data: Path,
         both = load_dataset(spec, subset=subset, seed=3, heads=(2, m))
         assert (len(both.train), len(both.val)) == (2, m)
         assert [both.val[i][1] for i in range(m)] == [full.val[i][1] for i in range(m)]
+    with pytest.raises(UserError, match="heads .*at least 1 row"):
+        load_dataset("synthetic:40", heads=(0, None))
 
 
 def _indexed(n: int) -> TensorImageDataset:

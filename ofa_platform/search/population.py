@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ofa_platform.errors import UserError
 from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
 from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
 from search_spaces.arch import ArchConfig
+from search_spaces.flops import count_macs_params
 
 __all__ = ["EvalSetup", "ShardEvaluator", "PopulationEvaluator", "shard_size_for",
            "balanced_shards", "plan_shards", "TUNE_TRIAL_OVERHEAD_S"]
@@ -85,7 +86,7 @@ def balanced_shards(costs: Sequence[float], n_shards: int) -> list[list[int]]:
 
 
 def plan_shards(archs: Sequence[ArchConfig], workers: int, seconds_per_subnet: float,
-                cost: Any = None) -> list[list[ArchConfig]]:
+                cost: Callable[[ArchConfig], float] | None = None) -> list[list[ArchConfig]]:
     """The shards (one Tune trial each) a population is evaluated in: sized by
     :func:`shard_size_for`, balanced by ``cost(arch)`` (e.g. MACs; equal costs if None)."""
     size = shard_size_for(len(archs), workers, seconds_per_subnet)
@@ -243,8 +244,6 @@ class PopulationEvaluator:
         plan = getattr(self.supernet, "plan", None)
         if plan is None:
             return 1.0
-        from search_spaces.flops import count_macs_params
-
         return float(count_macs_params(plan, arch)[0])
 
     def _spec_and_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
