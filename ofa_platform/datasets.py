@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class DataSpec:
     small_input: bool = False
     n_classes: int | None = None
     image_size: int = 32
+    uri: str | None = None  # a remote Parquet dataset (``s3://...``); ``path`` is then None
 
 
 def list_dataset_recipes(datasets_dir: str | Path | None = None) -> list[str]:
@@ -131,6 +132,14 @@ def _load_recipe(path: Path) -> DataSpec:
     if errs:
         raise UserError(f"{where}: " + "; ".join(errs))
     rel = data.get("path")
+    if kind == "parquet" and rel and "://" in rel:  # a remote dataset (s3://...), read by pyarrow
+        return replace(_load_recipe_local(data, path, where, None), uri=rel)
+    return _load_recipe_local(data, path, where, rel)
+
+
+def _load_recipe_local(data: dict[str, Any], path: Path, where: str,
+                       rel: str | None) -> DataSpec:
+    kind = data["kind"]
     return DataSpec(
         kind=kind, name=str(data.get("name", path.stem)),
         path=(_repo_root().parent / rel) if rel else None,
@@ -166,6 +175,8 @@ def parse_data_spec(text: str, datasets_dir: str | Path | None = None) -> DataSp
     if sep and kind in ("parquet", "imagefolder"):
         if not rest:
             raise UserError(f"data {text!r}: {kind}: needs a directory")
+        if kind == "parquet" and "://" in rest:
+            return DataSpec(kind="parquet", uri=rest, name=rest.rstrip("/").rsplit("/", 1)[-1])
         path = Path(rest).expanduser().resolve()
         return DataSpec(kind=kind, path=path, name=path.name)
     d = Path(datasets_dir) if datasets_dir is not None else default_datasets_dir()
@@ -439,9 +450,20 @@ def load_dataset(spec: DataSpec | str, *, subset: int | None = None, val_fractio
         raise UserError(f"subset {subset}: need at least 2 images")
     if heads is not None and any(k is not None and k < 1 for k in heads):
         raise UserError(f"heads {heads}: keep at least 1 row of each split (or None: all)")
+    if spec.kind == "parquet" and _sharded(spec):
+        from ofa_platform.data.shards import load_sharded
+
+        return load_sharded(spec, subset, val_fraction, seed, heads)
     loader = {"parquet": _load_parquet, "imagefolder": _load_imagefolder,
               "synthetic": _load_synthetic}[spec.kind]
     return loader(spec, subset, val_fraction, seed, heads)
+
+
+def _sharded(spec: DataSpec) -> bool:
+    """Parquet in ``train/*.parquet`` shards or at a URI: read by ``ofa_platform.data``."""
+    from ofa_platform.data.shards import is_sharded
+
+    return spec.uri is not None or (spec.path is not None and is_sharded(spec.path))
 
 
 def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0) -> int:
@@ -451,6 +473,10 @@ def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0
     spec = parse_data_spec(spec) if isinstance(spec, str) else spec
     if spec.kind == "synthetic":
         n = spec.n or 2048
+    elif spec.kind == "parquet" and _sharded(spec):
+        from ofa_platform.data.shards import describe
+
+        n = describe(spec.uri or str(spec.path)).n_train_rows
     elif spec.kind == "parquet":
         import pyarrow.parquet as pq
 
