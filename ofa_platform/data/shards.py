@@ -52,15 +52,39 @@ def _filesystem(location: str) -> tuple[Any, str]:
     import pyarrow.fs as pafs
 
     if not is_uri(location):
-        return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+        local = Path(location).expanduser().resolve()
+        if not local.exists():
+            raise UserError(f"parquet {location}: no such file or directory")
+        return pafs.LocalFileSystem(), str(local)
     try:
-        fs, path = pafs.FileSystem.from_uri(location)
+        if location.startswith("s3://"):
+            fs, path = _s3(location)
+        else:
+            fs, path = pafs.FileSystem.from_uri(location)
         info = fs.get_file_info(path)
     except Exception as exc:  # noqa: BLE001 - any failure to reach it is the user's to fix
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"parquet {location}: unreachable ({msg[:160]})") from None
     if info.type.name == "NotFound":
         raise UserError(f"parquet {location}: no such file or directory")
+    return fs, path
+
+
+def _s3(location: str) -> tuple[Any, str]:
+    """An S3 filesystem with short timeouts and few retries, so an unreachable bucket is
+    reported in seconds (pyarrow's defaults retry for about 40 s). The region comes from
+    ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` when set, else is resolved from the bucket."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    path = location[len("s3://"):].rstrip("/")
+    bucket = path.split("/", 1)[0]
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        region = pafs.resolve_s3_region(bucket)
+    fs = pafs.S3FileSystem(region=region, connect_timeout=5, request_timeout=20,
+                           retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2))
     return fs, path
 
 
