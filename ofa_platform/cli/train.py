@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-limit", type=int, help="evaluate on at most N validation images")
     p.add_argument("--loader-workers", type=int, default=0,
                    help="DataLoader processes per worker for on-disk images")
+    p.add_argument("--data-loader", default="auto", choices=("auto", "ray-data", "memory"),
+                   help="Parquet through Ray Data (streamed) or decoded in every worker "
+                        "(default auto: by size; shards and s3:// are streamed)")
+    p.add_argument("--data-cpus", type=float, default=0.5,
+                   help="logical CPUs per Ray Data decode task (default 0.5)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=run)
 
@@ -56,7 +61,8 @@ def request_from_args(args: argparse.Namespace) -> object:
         small_input=args.small_input,
         hardware=args.hardware, max_failures=args.max_failures,
         storage_path=args.storage_path, init_checkpoint=args.init_checkpoint, amp=args.amp,
-        val_limit=args.val_limit, loader_workers=args.loader_workers)
+        val_limit=args.val_limit, loader_workers=args.loader_workers,
+        data_loader=args.data_loader, data_cpus=args.data_cpus)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -76,6 +76,10 @@ class EngineConfig:
     loader_workers: int = 0
     init_checkpoint: str | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
+    #: ``memory`` (every worker decodes the dataset) or ``ray-data`` (streamed, see
+    #: ``ofa_platform.data.raydata``); the driver resolves ``auto`` before Ray starts.
+    data_loader: str = "memory"
+    data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -139,14 +143,18 @@ class _Worker:
     """One worker's training objects; methods are the parts of the loop."""
 
     def __init__(self, cfg: EngineConfig, env: WorkerEnv) -> None:
-        from ofa_platform.datasets import load_dataset, parse_data_spec
+        from ofa_platform.data.raydata import load_worker_dataset
+        from ofa_platform.datasets import parse_data_spec
         from search_spaces.registry import create_supernet
         from search_spaces.spaces import get_space
 
         self.cfg, self.schedule, self.env = cfg, cfg.schedule, env
         self.rank, self.world, self.device = env.rank, env.world_size, env.device
         self.cuda = self.device.type == "cuda"
-        self.dataset = load_dataset(parse_data_spec(cfg.data), subset=cfg.subset, seed=cfg.seed)
+        self.dataset = load_worker_dataset(
+            parse_data_spec(cfg.data), loader=cfg.data_loader, subset=cfg.subset, seed=cfg.seed,
+            recal_images=cfg.recal_images, val_limit=cfg.val_limit)
+        self.stream: Any = None  # the Ray Data stream, made on the first streamed epoch
         self.space = get_space(cfg.space).with_resolutions(self.dataset.resolutions)
         self.max_res = max(self.space.resolutions)
         small = self.dataset.small_input if cfg.small_input is None else cfg.small_input
@@ -176,7 +184,7 @@ class _Worker:
             self.scaler.load_state_dict(self.scaler_state)
         self.optimizer: torch.optim.Optimizer | None = None
         self.teacher: nn.Module | None = None
-        n_train = self.dataset.n_train
+        n_train = self.dataset.meta.get("train_rows", self.dataset.n_train)
         self.steps_per_epoch = max(1, n_train // (cfg.batch_size * self.world))
 
     # ----------------------------------------------------------------- checkpointing
@@ -270,6 +278,21 @@ class _Worker:
                                     epoch=epoch, rank=rank, world_size=world,
                                     num_workers=self.cfg.loader_workers))
 
+    def _train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's training batches at the largest resolution: from memory, or streamed
+        by Ray Data (decoded and cropped in Ray tasks; flipped and normalised here)."""
+        if self.cfg.data_loader != "ray-data":
+            return self._batches(epoch, True, self.max_res, self.rank, self.world)
+        if self.stream is None:
+            from ofa_platform.data.raydata import RayDataStream
+            from ofa_platform.datasets import parse_data_spec
+
+            self.stream = RayDataStream(
+                parse_data_spec(self.cfg.data), subset=self.cfg.subset, seed=self.cfg.seed,
+                size=self.max_res, rank=self.rank, world=self.world,
+                batch_size=self.cfg.batch_size, task_cpus=self.cfg.data_cpus)
+        return iter(self.stream.batches(epoch, self.device if self.cuda else None))
+
     def train_epoch(self, epoch: int, phase: Phase) -> dict[str, float]:
         from ofa_platform.train.eps import schedule_beta
         from ofa_platform.train.losses import subnet_loss
@@ -284,7 +307,7 @@ class _Worker:
         losses: list[float] = []
         keys: list[str] = []
         lr = beta = 0.0
-        batches = self._batches(epoch, True, self.max_res, self.rank, self.world)
+        batches = self._train_batches(epoch)
         t0 = time.perf_counter()
         n_images = 0
         for i in range(spe):

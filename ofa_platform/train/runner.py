@@ -78,6 +78,8 @@ class TrainRequest:
     recal_images: int = 512
     val_limit: int | None = None
     loader_workers: int = 0
+    data_loader: str = "auto"  # auto | ray-data | memory (ofa_platform.data.raydata)
+    data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ def _positive(value: float, what: str, *, integer: bool = True, zero_ok: bool = 
 def prepare(request: TrainRequest) -> PreparedRun:
     """Validate everything a user can get wrong, without starting Ray or MLflow."""
     from ofa_platform.costs import load_hardware
+    from ofa_platform.data.raydata import resolve_loader
     from ofa_platform.datasets import load_dataset, parse_data_spec
     from ofa_platform.tracking import resolve_tracking_uri
     from ofa_platform.train.engine import EngineConfig
@@ -149,10 +152,18 @@ def prepare(request: TrainRequest) -> PreparedRun:
     for phase in full.phases:  # an empty restriction is a UserError naming the stage
         phase.space(space)
     spec = parse_data_spec(request.data)
-    dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
-    n_train_full = _full_train_size(spec, dataset.n_train, request.subset, request.seed)
-    if dataset.n_train < request.workers:
-        raise UserError(f"{dataset.n_train} training images cannot feed {request.workers} "
+    _positive(request.data_cpus, "data cpus", integer=False)
+    choice = resolve_loader(request.data_loader, spec, workers=request.workers,
+                            subset=request.subset, seed=request.seed,
+                            recal_images=request.recal_images, val_limit=request.val_limit)
+    if choice is None:
+        dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
+        n_train = dataset.n_train
+        n_train_full = _full_train_size(spec, dataset.n_train, request.subset, request.seed)
+    else:
+        dataset, n_train, n_train_full = choice.dataset, choice.n_train, choice.n_train_full
+    if n_train < request.workers:
+        raise UserError(f"{n_train} training images cannot feed {request.workers} "
                         "workers; raise --subset")
     if request.init_checkpoint:
         _check_checkpoint(request.init_checkpoint, space_name)
@@ -166,11 +177,12 @@ def prepare(request: TrainRequest) -> PreparedRun:
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
         small_input=small, amp=request.amp, recal_images=request.recal_images,
         val_limit=request.val_limit, init_checkpoint=request.init_checkpoint,
-        loader_workers=request.loader_workers)
+        loader_workers=request.loader_workers,
+        data_loader="memory" if choice is None else choice.loader, data_cpus=request.data_cpus)
     return PreparedRun(
         request=request, full_schedule=full, schedule=schedule, space=space_name,
         engine=engine, hardware=hardware, n_devices=max(1, n_devices),
-        n_train=dataset.n_train, n_train_full=n_train_full,
+        n_train=n_train, n_train_full=n_train_full,
         run_name=request.run_name or unique_run_name(full.name, space_name),
         storage_path=_storage(request.storage_path or default_storage_path()),
         tracking_uri=resolve_tracking_uri(request.tracking_uri))
@@ -372,7 +384,8 @@ def _params(prep: PreparedRun) -> dict[str, Any]:
             "epochs_total": prep.schedule.total_epochs,
             "epochs_full_recipe": prep.full_schedule.total_epochs,
             "phases": ",".join(f"{p.name}:{p.total_epochs}" for p in prep.schedule.phases),
-            "init_checkpoint": r.init_checkpoint, "ray_storage": prep.storage_path}
+            "init_checkpoint": r.init_checkpoint, "ray_storage": prep.storage_path,
+            "data_loader": prep.engine.data_loader}
 
 
 def _ensure_ray(prep: PreparedRun) -> None:
@@ -390,6 +403,11 @@ def _ensure_ray(prep: PreparedRun) -> None:
         raise UserError(f"{r.workers} workers x {r.cpus_per_worker:g} CPUs need "
                         f"{r.workers * r.cpus_per_worker:g} CPUs; the Ray cluster has "
                         f"{have.get('CPU', 0):g}")
+    if prep.engine.data_loader == "ray-data" and (
+            have.get("CPU", 0) < r.workers * r.cpus_per_worker + r.data_cpus):
+        raise UserError(f"streaming with Ray Data needs {r.data_cpus:g} CPU beside the "
+                        f"workers' {r.workers * r.cpus_per_worker:g}; the Ray cluster has "
+                        f"{have.get('CPU', 0):g} (lower --cpus-per-worker or --data-cpus)")
 
 
 def run_training(request: TrainRequest | PreparedRun,
