@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default auto: by size; shards and s3:// are streamed)")
     p.add_argument("--data-cpus", type=float, default=0.5,
                    help="logical CPUs per Ray Data decode task (default 0.5)")
+    p.add_argument("--placement-strategy", default="PACK",
+                   choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+                   help="Ray Train worker placement across nodes (default PACK)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=run)
 
@@ -62,7 +65,8 @@ def request_from_args(args: argparse.Namespace) -> object:
         hardware=args.hardware, max_failures=args.max_failures,
         storage_path=args.storage_path, init_checkpoint=args.init_checkpoint, amp=args.amp,
         val_limit=args.val_limit, loader_workers=args.loader_workers,
-        data_loader=args.data_loader, data_cpus=args.data_cpus)
+        data_loader=args.data_loader, data_cpus=args.data_cpus,
+        placement_strategy=args.placement_strategy)
 
 
 def run(args: argparse.Namespace) -> int:

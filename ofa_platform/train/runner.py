@@ -80,6 +80,9 @@ class TrainRequest:
     loader_workers: int = 0
     data_loader: str = "auto"  # auto | ray-data | memory (ofa_platform.data.raydata)
     data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
+    #: Ray Train's worker placement: PACK (default), SPREAD (one worker per node where it
+    #: can, so losing a node loses one worker), STRICT_PACK or STRICT_SPREAD
+    placement_strategy: str = "PACK"
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ def prepare(request: TrainRequest) -> PreparedRun:
     _positive(request.loader_workers, "loader workers", zero_ok=True)
     if request.subset is not None:
         _positive(request.subset, "--subset")
+    if request.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+        raise UserError(f"placement strategy {request.placement_strategy!r}: expected PACK, "
+                        "SPREAD, STRICT_PACK or STRICT_SPREAD")
     if request.amp not in ("auto", "bf16", "fp16", "off"):
         raise UserError(f"amp {request.amp!r}: expected auto, bf16, fp16 or off")
     full = load_schedule(request.schedule)
@@ -501,7 +507,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
         train_loop_per_worker,
         train_loop_config={"engine": prep.engine, "threads": max(1, int(r.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources,
+                                     placement_strategy=r.placement_strategy),
         run_config=RunConfig(name=prep.run_name, storage_path=prep.storage_path,
                              failure_config=FailureConfig(max_failures=r.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
