@@ -67,8 +67,11 @@ def run_check(args: argparse.Namespace) -> int:
     from ofa_platform.errors import UserError
 
     loc = _location(args.dataset, "parquet", "dataset")
+    import sys
+
+    # progress only on a terminal: a failed check then ends with exactly one line on stderr
     report = check(loc, decode=not args.no_decode,
-                   progress=None if args.json else stderr_progress)
+                   progress=stderr_progress if sys.stderr.isatty() and not args.json else None)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -337,7 +337,16 @@ def load_sharded(spec: Any, subset: int | None, val_fraction: float, seed: int,
         return TensorImageDataset(decode_fixed(blobs, names, size),
                                   torch.as_tensor(labels, dtype=torch.int64))
 
-    train, val = load(tr.tolist()), load(va.tolist())
+    try:
+        train, val = load(tr.tolist()), load(va.tolist())
+    except UserError as exc:
+        if size is not None or "different sizes" not in str(exc):
+            raise
+        # no recipe resolution and mixed sizes (an ImageNet-style tree): ImageFolder's
+        # defaults, OFA's 128..224 px, evaluated on 224-px centre crops
+        spec = replace(spec, resolutions=tuple(range(128, 225, 4)))
+        size = 224
+        train, val = load(tr.tolist()), load(va.tolist())
     test = None
     if heads is None and layout.test:
         n_test = sum(s.rows for s in layout.test)

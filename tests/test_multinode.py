@@ -1,0 +1,294 @@
+"""A real 3-node Ray cluster on this machine: a head that holds no CPUs (drivers, the Train
+controller, the Jobs API) and two worker nodes of one CPU each, started with
+``ray.cluster_utils.Cluster`` on free ports under ``RAY_TMPDIR``.
+
+Because the head offers no CPUs, everything that computes (training workers, evaluation
+actors, a submitted job's Tune trials) has to run on another node, and because each worker
+node has one CPU, two 1-CPU actors must land on different nodes. The tests check where
+things ran with Ray's state API (actor node ids), that results do not depend on the
+placement, and that killing one node's raylet mid-training costs only the epochs since the
+last checkpoint. The node-killing test runs last: it leaves the cluster with one worker node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+
+RECIPE = """\
+name: {name}
+space: ofa_mbv3
+phases:
+  - name: teacher
+    epochs: {epochs}
+    lr: 0.5
+    sampling: max
+    restrict: {{kernels: [7], ratios: [6], depths: [4]}}
+    init: scratch
+"""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Nodes:
+    cluster: Any
+    head: str  # node ids
+    a: str
+    b: str
+    b_node: Any  # ray._private.node.Node of worker node b (its raylet is killed last)
+    dashboard: str
+
+
+@pytest.fixture(scope="module")
+def nodes() -> Iterator[Nodes]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    was_up = ray.is_initialized()
+    if was_up:  # the session's local Ray (conftest ray_local): this module needs its own
+        ray.shutdown()
+    for attempt in range(3):  # Ray gives a node 30 s to register: a busy machine misses it
+        gcs, dash, agent, metrics = _free_ports(4)
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args=dict(
+                num_cpus=0, gcs_server_port=gcs, include_dashboard=True,
+                dashboard_host="127.0.0.1", dashboard_port=dash,
+                dashboard_agent_listen_port=agent, metrics_export_port=metrics,
+                object_store_memory=200 * 1024**2))
+            break
+        except Exception:  # noqa: BLE001 - "timed out during startup": try again
+            if attempt == 2:
+                raise
+    a = _add_node(cluster)
+    b = _add_node(cluster)
+    cluster.wait_for_nodes()
+    cluster.connect()
+    try:
+        yield Nodes(cluster, cluster.head_node.node_id, a.node_id, b.node_id, b,
+                    f"http://127.0.0.1:{dash}")
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        if was_up:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+
+
+def _add_node(cluster: Any) -> Any:
+    """A worker node of one CPU (retried like the head: registration has a 30 s limit)."""
+    for attempt in range(3):
+        try:
+            return cluster.add_node(num_cpus=1, object_store_memory=200 * 1024**2)
+        except Exception:  # noqa: BLE001 - "timed out during startup"
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _actors(class_part: str) -> dict[str, tuple[str, str]]:
+    """actor id -> (node id, job id) of every actor (alive or dead) whose class name
+    contains ``class_part``."""
+    from ray.util.state import list_actors
+
+    return {a.actor_id: (a.node_id, a.job_id) for a in list_actors(limit=10_000, detail=True)
+            if class_part in (a.class_name or "")}
+
+
+def _request(tmp_path: Path, uri: str, epochs: int, **kw: Any) -> Any:
+    from ofa_platform.train.runner import TrainRequest
+
+    name = f"multinode{epochs}"
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(RECIPE.format(name=name, epochs=epochs))
+    base = dict(schedule=str(recipe), data="cifar10", workers=2, cpus_per_worker=0.5,
+                subset=32, batch_size=8, storage_path=str(tmp_path / "ray"), tracking_uri=uri,
+                recal_images=8, val_limit=8, experiment="multinode", max_failures=2,
+                data_loader="memory")
+    base.update(kw)
+    return TrainRequest(**base)
+
+
+def _history(uri: str, run_id: str) -> dict[str, list[float]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return {k: [h.value for h in sorted(client.get_metric_history(run_id, k),
+                                        key=lambda h: h.step)]
+            for k in ("loss", "acc_smallest", "acc_middle", "acc_largest", "arch_digest")}
+
+
+def test_training_spreads_over_two_nodes_with_the_metrics_of_one(
+        nodes: Nodes, shared_data: Path, mlflow_uri: str, tmp_path: Path) -> None:
+    """Two workers on two nodes (STRICT_SPREAD) train exactly what two workers on one node
+    (STRICT_PACK) train; the checkpoint written by a worker off the head reaches MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.runner import prepare, run_training
+
+    runs = {}
+    for strategy in ("STRICT_SPREAD", "STRICT_PACK"):
+        before = set(_actors("RayTrainWorker"))
+        out = run_training(prepare(_request(tmp_path / strategy, mlflow_uri, 1,
+                                            placement_strategy=strategy)),
+                           progress=lambda s: None)
+        assert out.status == "FINISHED", out.error
+        placed = [n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before]
+        runs[strategy] = (out, placed)
+    spread, packed = runs["STRICT_SPREAD"][1], runs["STRICT_PACK"][1]
+    assert sorted(spread) == sorted([nodes.a, nodes.b]), (spread, nodes)
+    assert len(packed) == 2 and len(set(packed)) == 1 and packed[0] != nodes.head
+    h_spread = _history(mlflow_uri, runs["STRICT_SPREAD"][0].run_id)
+    h_packed = _history(mlflow_uri, runs["STRICT_PACK"][0].run_id)
+    assert h_spread["arch_digest"] == h_packed["arch_digest"]
+    for key in ("loss", "acc_smallest", "acc_middle", "acc_largest"):
+        assert h_spread[key] == pytest.approx(h_packed[key], rel=1e-5, abs=1e-6), key
+    # the checkpoint (written by rank 0, on a worker node) is on the run's storage and in MLflow
+    out = runs["STRICT_SPREAD"][0]
+    assert out.checkpoint_dir and Path(out.checkpoint_dir, "supernet.pt").is_file()
+    arts = [a.path for a in MlflowClient(mlflow_uri).list_artifacts(out.run_id, "checkpoint")]
+    assert arts == ["checkpoint/supernet.pt"]
+    assert MlflowClient(mlflow_uri).get_run(out.run_id).info.status == "FINISHED"
+
+
+def _tiny_supernet() -> tuple[Any, Any]:
+    from nets import randomize
+
+    from search_spaces.registry import create_supernet
+    from search_spaces.spaces import get_space
+
+    space = get_space("compofa_mbv3").with_resolutions((16, 20))
+    net = randomize(create_supernet(space, n_classes=10, small_input=True), seed=3)
+    return space, net
+
+
+def test_population_evaluates_on_both_nodes_with_one_node_accuracies(
+        nodes: Nodes, tmp_path: Path) -> None:
+    import random
+
+    from ofa_platform.search.population import EvalSetup, PopulationEvaluator, ShardEvaluator
+
+    space, net = _tiny_supernet()
+    setup = EvalSetup("synthetic:200", calib_images=16, calib_batch=16, eval_batch=20,
+                      val_subset=20, seed=0)
+    rng = random.Random(0)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(4)))
+    before = set(_actors("Trainable"))
+    ev = PopulationEvaluator(net, setup, workers=2, seconds_per_subnet=1.0,
+                             storage_dir=tmp_path / "tune")
+    accs = ev.evaluate(archs)
+    placed = {n for k, (n, _) in _actors("Trainable").items() if k not in before}
+    assert placed == {nodes.a, nodes.b}, placed
+    spec, state = ev._spec_and_state()
+    local = ShardEvaluator(spec, state, setup).evaluate([a.to_dict() for a in archs])
+    assert accs == pytest.approx(local, abs=1e-9)
+
+
+def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
+        nodes: Nodes, mlflow_uri: str, tmp_path: Path) -> None:
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.cluster import connect, submit_job, wait_for_job
+    from search_spaces.checkpoints import save_supernet
+
+    _, net = _tiny_supernet()
+    ckpt = save_supernet(tmp_path / "net.pt", net)
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({
+        "space": "compofa_mbv3", "targets": [1e9], "latency": "macs",
+        "strategy": "exhaustive", "checkpoint": str(ckpt), "data": "synthetic:200",
+        "n_arch_samples": 6, "calib_images": 16, "calib_batch": 16, "eval_batch": 20,
+        "val_subset": 20, "n_population_rows": 2, "out_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"), "experiment": "multinode-search"}))
+    client = connect(nodes.dashboard)
+    job_id = submit_job(client, "search", [str(config)], mlflow_uri=mlflow_uri, root=REPO)
+    status = wait_for_job(client, job_id, timeout_s=480)
+    assert status == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
+    driver = client.get_job_info(job_id).driver_info
+    job_actors = [n for n, j in _actors("Trainable").values() if j == driver.id]
+    assert job_actors and nodes.head not in job_actors, (job_actors, driver)
+    assert driver.node_id == nodes.head  # the job's driver runs on the head
+    runs = MlflowClient(mlflow_uri).search_runs(
+        [MlflowClient(mlflow_uri).get_experiment_by_name("multinode-search").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.metrics["subnets_evaluated"] >= 2
+
+
+def _raylet_pid(node: Any) -> int:
+    from ray._private import ray_constants
+
+    return node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+
+
+def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
+        nodes: Nodes, shared_data: Path, mlflow_uri: str, tmp_path: Path) -> None:
+    """SIGKILL to node b's raylet while training: the worker group restarts on node a from
+    the last checkpoint, the run ends FINISHED, and its cost covers the lost work too."""
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.runner import prepare, run_training
+
+    prep = prepare(_request(tmp_path, mlflow_uri, 4, placement_strategy="SPREAD"))
+    client = MlflowClient(mlflow_uri)
+    before = set(_actors("RayTrainWorker"))
+    box: dict[str, Any] = {}
+    started = time.time()
+    thread = threading.Thread(target=lambda: box.update(out=run_training(prep, lambda s: None)))
+    thread.start()
+
+    def epochs_logged() -> int:
+        try:
+            exps = [e.experiment_id for e in client.search_experiments()]
+            found = client.search_runs(exps, f"tags.`ofa.ray_run_name` = '{prep.run_name}'")
+        except Exception:  # noqa: BLE001 - the store is being created
+            return 0
+        return len(client.get_metric_history(found[0].info.run_id, "loss")) if found else 0
+
+    deadline = time.time() + 400
+    while time.time() < deadline and epochs_logged() < 1:
+        time.sleep(0.5)
+    assert epochs_logged() >= 1, "no epoch was committed"
+    first = {k: n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before}
+    assert sorted(first.values()) == sorted([nodes.a, nodes.b]), first
+    os.kill(_raylet_pid(nodes.b_node), signal.SIGKILL)
+    killed_at = time.time()
+    thread.join(timeout=600)
+    assert not thread.is_alive()
+    out = box["out"]
+    assert out.status == "FINISHED", out.error
+    run = client.get_run(out.run_id)
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and m["worker_failures"] >= 1
+    assert m["epochs_run"] == 4
+    resumed = [h.value for h in client.get_metric_history(out.run_id, "resumed_from")]
+    assert max(resumed) >= 1  # restarted from a checkpoint, not from epoch 0
+    later = {k: n for k, (n, _) in _actors("RayTrainWorker").items()
+             if k not in before and k not in first}
+    assert later and set(later.values()) == {nodes.a}, later
+    # billed: the whole wall time on 2 workers, the attempt lost with node b included
+    assert m["wall_s"] >= killed_at - started - 1.0
+    assert m["device_hours"] == pytest.approx(m["wall_s"] * 2 / 3600, rel=1e-6)
