@@ -123,6 +123,7 @@ def _request(tmp_path: Path, uri: str, epochs: int, **kw: Any) -> Any:
 
     name = f"multinode{epochs}"
     recipe = tmp_path / f"{name}.yaml"
+    recipe.parent.mkdir(parents=True, exist_ok=True)
     recipe.write_text(RECIPE.format(name=name, epochs=epochs))
     base = dict(schedule=str(recipe), data="cifar10", workers=2, cpus_per_worker=0.5,
                 subset=32, batch_size=8, storage_path=str(tmp_path / "ray"), tracking_uri=uri,
