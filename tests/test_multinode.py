@@ -71,7 +71,7 @@ def nodes() -> Iterator[Nodes]:
     was_up = ray.is_initialized()
     if was_up:  # the session's local Ray (conftest ray_local): this module needs its own
         ray.shutdown()
-    for attempt in range(3):  # Ray gives a node 30 s to register: a busy machine misses it
+    for attempt in range(5):  # Ray gives a node 30 s to register: a busy machine misses it
         gcs, dash, agent, metrics = _free_ports(4)
         try:
             cluster = Cluster(initialize_head=True, head_node_args=dict(
@@ -81,7 +81,7 @@ def nodes() -> Iterator[Nodes]:
                 object_store_memory=200 * 1024**2))
             break
         except Exception:  # noqa: BLE001 - "timed out during startup": try again
-            if attempt == 2:
+            if attempt == 4:
                 raise
     a = _add_node(cluster)
     b = _add_node(cluster)
@@ -100,11 +100,11 @@ def nodes() -> Iterator[Nodes]:
 
 def _add_node(cluster: Any) -> Any:
     """A worker node of one CPU (retried like the head: registration has a 30 s limit)."""
-    for attempt in range(3):
+    for attempt in range(5):
         try:
             return cluster.add_node(num_cpus=1, object_store_memory=200 * 1024**2)
         except Exception:  # noqa: BLE001 - "timed out during startup"
-            if attempt == 2:
+            if attempt == 4:
                 raise
     raise AssertionError("unreachable")
 

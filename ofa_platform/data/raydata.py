@@ -321,17 +321,23 @@ def resolve_loader(requested: str, spec: Any, *, workers: int, subset: int | Non
     if requested == "memory" and sharded:
         raise UserError(f"--data-loader memory reads DIR/train.parquet; {spec.uri or spec.path} "
                         "is sharded or remote: use --data-loader ray-data (or auto)")
-    layout = describe(spec.uri or str(spec.path))
+    if requested == "memory":
+        return None
     if memory_bytes is None:
         import psutil
 
         memory_bytes = psutil.virtual_memory().total
-    rows = layout.n_train_rows if subset is None else min(subset, layout.n_train_rows)
     resolution = max(spec.resolutions) if spec.resolutions else 224
-    loader = choose_loader(requested, sharded=sharded, rows=rows, resolution=resolution,
-                           workers=workers, memory_bytes=memory_bytes)
-    if loader == "memory":
-        return None
+    if not sharded and requested == "auto":
+        try:  # one local file: its footer's row count decides; the memory path reports errors
+            rows = train_size(spec, seed=seed)
+        except Exception:  # noqa: BLE001 - load_dataset names the problem as before
+            return None
+        rows = rows if subset is None else min(subset, rows)
+        if choose_loader("auto", sharded=False, rows=rows, resolution=resolution,
+                         workers=workers, memory_bytes=memory_bytes) == "memory":
+            return None
+    layout = describe(spec.uri or str(spec.path))
     n_classes = spec.n_classes or len(layout.classes)
     if not n_classes:
         raise UserError(f"parquet {layout.location}: no class names in the schema metadata "
