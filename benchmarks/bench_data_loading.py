@@ -12,12 +12,12 @@ Two measurements, each side by side in one run:
    epochs after the first (the first pays for starting Ray Data's task workers), then median
    over repeats.
 2. **Memory** (goal: peak RSS per worker at most 1.2x while the data grows 10x). Parquet
-   datasets of generated 128 x 128 JPEGs whose decoded size is ``--small-gb`` and
+   datasets of generated 224 x 224 JPEGs whose decoded size is ``--small-gb`` and
    ``--large-gb`` are written under /tmp (deleted afterwards); a 2-worker Ray Train job
-   streams one whole epoch of each through :class:`~ofa_platform.data.raydata.RayDataStream`
-   and every worker reports its peak resident set (``ru_maxrss``). The in-memory loader is
-   measured on the small set only: it holds the whole decoded set per worker by design, so
-   its growth is the data's.
+   streams one whole epoch of each (random-resized crops to 128 px) through
+   :class:`~ofa_platform.data.raydata.RayDataStream` and every worker reports its peak
+   resident set (``ru_maxrss``). The in-memory loader is measured on the small set only: it
+   holds the whole decoded set per worker by design, so its growth is the data's.
 
 Results: ``benchmarks/results/bench_data_loading.json``. On a shared machine the absolute
 numbers move with the load (the load average is recorded); the ratios are the claim.
@@ -111,8 +111,8 @@ def generate_parquet(out: Path, decoded_gb: float, *, size: int = 128, shards: i
     for s in range(shards):
         rows = min(per, n - done)
         blobs, labels = [], []
-        for a in range(0, rows, 1000):
-            imgs, labs = make_synthetic(min(1000, rows - a), size=size, seed=seed + s * 997 + a)
+        for a in range(0, rows, 200):
+            imgs, labs = make_synthetic(min(200, rows - a), size=size, seed=seed + s * 997 + a)
             for img, lab in zip(imgs, labs):
                 buf = io.BytesIO()
                 Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG",
@@ -196,7 +196,7 @@ def bench_memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             out[label] = {"decoded_gb": gb, "images": n,
                           "ray-data": _peak_rss(f"parquet:{root}", "ray-data",
-                                                args.image_size, tmp)}
+                                                args.stream_size, tmp)}
             print(f"[memory] {label} ray-data: {out[label]['ray-data']}", flush=True)
             if label == "small":
                 # the in-memory loader reads DIR/train.parquet: give it one file
@@ -204,7 +204,7 @@ def bench_memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 single.mkdir()
                 _concat(root / "train", single / "train.parquet")
                 out[label]["memory"] = _peak_rss(f"parquet:{single}", "memory",
-                                                 args.image_size, tmp)
+                                                 args.stream_size, tmp)
                 print(f"[memory] {label} memory: {out[label]['memory']}", flush=True)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--small-gb", type=float, default=0.4)
     p.add_argument("--large-gb", type=float, default=4.0)
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=224, help="generated images (px)")
+    p.add_argument("--stream-size", type=int, default=128, help="training crops (px)")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
