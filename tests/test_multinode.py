@@ -71,20 +71,13 @@ def nodes() -> Iterator[Nodes]:
     was_up = ray.is_initialized()
     if was_up:  # the session's local Ray (conftest ray_local): this module needs its own
         ray.shutdown()
-    for attempt in range(5):  # Ray gives a node 30 s to register: a busy machine misses it
-        gcs, dash, agent, metrics = _free_ports(4)
-        try:
-            cluster = Cluster(initialize_head=True, head_node_args=dict(
-                num_cpus=0, gcs_server_port=gcs, include_dashboard=True,
-                dashboard_host="127.0.0.1", dashboard_port=dash,
-                dashboard_agent_listen_port=agent, metrics_export_port=metrics,
-                object_store_memory=200 * 1024**2))
-            break
-        except Exception:  # noqa: BLE001 - "timed out during startup": try again
-            if attempt == 4:
-                raise
-    a = _add_node(cluster)
-    b = _add_node(cluster)
+    gcs, dash, agent, metrics = _free_ports(4)
+    cluster = _retry_start(lambda: Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=0, gcs_server_port=gcs, include_dashboard=True, dashboard_host="127.0.0.1",
+        dashboard_port=dash, dashboard_agent_listen_port=agent, metrics_export_port=metrics,
+        object_store_memory=200 * 1024**2)))
+    a, b = (_retry_start(lambda: cluster.add_node(num_cpus=1, object_store_memory=200 * 1024**2))
+            for _ in range(2))
     cluster.wait_for_nodes()
     cluster.connect()
     try:
@@ -98,12 +91,24 @@ def nodes() -> Iterator[Nodes]:
                      configure_logging=False)
 
 
-def _add_node(cluster: Any) -> Any:
-    """A worker node of one CPU (retried like the head: registration has a 30 s limit)."""
+def _retry_start(start: Any) -> Any:
+    """``start()`` up to 5 times: Ray gives a node 30 s to register with the GCS, which a
+    busy 2-core machine can miss. A failed try's processes (children of this process that
+    it started) are killed by pid, so no stray node joins the cluster later."""
+    import psutil
+
+    me = psutil.Process()
     for attempt in range(5):
+        before = {p.pid for p in me.children(recursive=True)}
         try:
-            return cluster.add_node(num_cpus=1, object_store_memory=200 * 1024**2)
-        except Exception:  # noqa: BLE001 - "timed out during startup"
+            return start()
+        except Exception:  # noqa: BLE001 - "timed out during startup": try again
+            for proc in me.children(recursive=True):
+                if proc.pid not in before:
+                    try:
+                        proc.kill()
+                    except psutil.NoSuchProcess:
+                        pass
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
