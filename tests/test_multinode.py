@@ -234,10 +234,10 @@ def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
     job_id = submit_job(client, "search", [str(config)], mlflow_uri=mlflow_uri, root=REPO)
     status = wait_for_job(client, job_id, timeout_s=480)
     assert status == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
-    driver = client.get_job_info(job_id).driver_info
-    job_actors = [n for n, j in _actors("Trainable").values() if j == driver.id]
-    assert job_actors and nodes.head not in job_actors, (job_actors, driver)
-    assert driver.node_id == nodes.head  # the job's driver runs on the head
+    info = client.get_job_info(job_id)
+    job_actors = [n for n, j in _actors("Trainable").values() if j == info.driver_info.id]
+    assert job_actors and nodes.head not in job_actors, (job_actors, info)
+    assert info.driver_node_id == nodes.head  # the job's driver runs on the head
     runs = MlflowClient(mlflow_uri).search_runs(
         [MlflowClient(mlflow_uri).get_experiment_by_name("multinode-search").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
