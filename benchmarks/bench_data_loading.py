@@ -242,8 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    for attempt in range(5):  # a node gets 30 s to register: a busy shared machine misses it
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception:  # noqa: BLE001 - "timed out during startup": try again
+            ray.shutdown()
+            if attempt == 4:
+                raise
     tmp = Path(tempfile.mkdtemp(prefix="ofa-bench-data-"))
     load_before = os.getloadavg()
     result: dict[str, Any] = {"benchmark": "bench_data_loading", "args": vars(args),
