@@ -274,15 +274,15 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
             return 0
         return len(client.get_metric_history(found[0].info.run_id, "loss")) if found else 0
 
-    deadline = time.time() + 400
-    while time.time() < deadline and epochs_logged() < 1:
+    deadline = time.time() + 1500  # a wait, not a speed claim: a loaded machine is slow
+    while time.time() < deadline and epochs_logged() < 1 and thread.is_alive():
         time.sleep(0.5)
     assert epochs_logged() >= 1, "no epoch was committed"
     first = {k: n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before}
     assert sorted(first.values()) == sorted([nodes.a, nodes.b]), first
     os.kill(_raylet_pid(nodes.b_node), signal.SIGKILL)
     killed_at = time.time()
-    thread.join(timeout=600)
+    thread.join(timeout=1500)
     assert not thread.is_alive()
     out = box["out"]
     assert out.status == "FINISHED", out.error
