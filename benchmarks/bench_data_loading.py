@@ -63,7 +63,7 @@ def _train_once(loader: str, args: argparse.Namespace, tmp: Path, uri: str) -> d
         schedule=str(tmp / "bench_data.yaml"), data=args.data, workers=2,
         cpus_per_worker=0.5, subset=args.subset, batch_size=args.batch_size,
         storage_path=str(tmp / "ray"), tracking_uri=uri, recal_images=32, val_limit=32,
-        experiment="bench-data", data_loader=loader, max_failures=0))
+        experiment="bench-data", data_loader=loader, max_failures=2))
     out = run_training(prep, progress=lambda s: None)
     if out.status != "FINISHED":
         raise RuntimeError(f"{loader} run failed: {out.error}")
