@@ -91,10 +91,12 @@ def bench_speed(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- memory
-def generate_parquet(out: Path, decoded_gb: float, *, size: int = 128, shards: int = 8,
-                     seed: int = 0) -> int:
+def generate_parquet(out: Path, decoded_gb: float, *, size: int = 224, shards: int = 8,
+                     seed: int = 0, pool: int = 256) -> int:
     """Write ``train/part-*.parquet`` of generated JPEGs decoding to ``decoded_gb`` GB.
-    Returns the number of images."""
+    ``pool`` distinct images are encoded and repeated (what is measured is memory against
+    the decoded size, not content; encoding 26,000 images took half an hour on the loaded
+    machine). Returns the number of images."""
     import io
 
     import pyarrow as pa
@@ -105,22 +107,22 @@ def generate_parquet(out: Path, decoded_gb: float, *, size: int = 128, shards: i
     from ofa_platform.datasets import make_synthetic
 
     n = int(decoded_gb * 1e9 / (3 * size * size))
-    per = -(-n // shards)
+    blobs, labels = [], []
+    for a in range(0, pool, 64):
+        imgs, labs = make_synthetic(min(64, pool - a), size=size, seed=seed + a)
+        for img, lab in zip(imgs, labs):
+            buf = io.BytesIO()
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=85)
+            blobs.append(buf.getvalue())
+            labels.append(int(lab))
     classes = [f"class{i}" for i in range(10)]
+    per = -(-n // shards)
     done = 0
     for s in range(shards):
         rows = min(per, n - done)
-        blobs, labels = [], []
-        for a in range(0, rows, 200):
-            imgs, labs = make_synthetic(min(200, rows - a), size=size, seed=seed + s * 997 + a)
-            for img, lab in zip(imgs, labs):
-                buf = io.BytesIO()
-                Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="JPEG",
-                                                                   quality=85)
-                blobs.append(buf.getvalue())
-                labels.append(int(lab))
-        table = pa.table({"image": pa.array(blobs, type=pa.binary()),
-                          "label": pa.array(labels, type=pa.int32())})
+        idx = [(done + i) % pool for i in range(rows)]
+        table = pa.table({"image": pa.array([blobs[i] for i in idx], type=pa.binary()),
+                          "label": pa.array([labels[i] for i in idx], type=pa.int32())})
         table = table.replace_schema_metadata({"classes": ",".join(classes)})
         path = out / "train" / f"part-{s:05d}-of-{shards:05d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +193,7 @@ def bench_memory(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         root = Path(tempfile.mkdtemp(prefix=f"ofa-bench-{label}-", dir="/tmp"))
         try:
             t0 = time.perf_counter()
-            n = generate_parquet(root, gb, size=args.image_size)
+            n = generate_parquet(root, gb, size=args.image_size, seed=args.seed)
             print(f"[memory] generated {label}: {n} images ({gb} GB decoded) in "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             out[label] = {"decoded_gb": gb, "images": n,
@@ -235,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-gb", type=float, default=4.0)
     p.add_argument("--image-size", type=int, default=224, help="generated images (px)")
     p.add_argument("--stream-size", type=int, default=128, help="training crops (px)")
+    p.add_argument("--seed", type=int, default=0, help="generated images")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
