@@ -157,31 +157,28 @@ def _stream_epoch(config: dict[str, Any]) -> None:
                                     train=True, seed=0, epoch=0, rank=rank, world_size=world):
             images += len(x)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ray.train.report({"peak_rss_mb": peak_kb / 1024, "images": images,
-                      "seconds": time.perf_counter() - t0, "rank": rank})
+    row = {"peak_rss_mb": peak_kb / 1024, "images": images,
+           "seconds": time.perf_counter() - t0, "rank": rank}
+    # every rank's row in a file (same machine): Ray Train keeps only rank 0's report
+    Path(config["out_dir"], f"rank{rank}.json").write_text(json.dumps(row))
+    ray.train.report(row)
 
 
 def _peak_rss(data: str, loader: str, size: int, tmp: Path) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    reports: list[dict[str, Any]] = []
-
-    from ray.train import UserCallback
-
-    class Collect(UserCallback):
-        def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
-                         checkpoint: Any) -> None:
-            reports.extend(metrics)
-
+    out_dir = Path(tempfile.mkdtemp(prefix="rss-", dir=tmp))
     trainer = TorchTrainer(
-        _stream_epoch, train_loop_config={"data": data, "loader": loader, "size": size},
+        _stream_epoch, train_loop_config={"data": data, "loader": loader, "size": size,
+                                          "out_dir": str(out_dir)},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(name=f"mem-{loader}-{int(time.time() * 1000)}",
-                             storage_path=str(tmp / "ray"), callbacks=[Collect()]))
+                             storage_path=str(tmp / "ray")))
     result = trainer.fit()
     if result.error:
         raise RuntimeError(result.error)
+    reports = [json.loads(p.read_text()) for p in sorted(out_dir.glob("rank*.json"))]
     return {"peak_rss_mb_per_worker": [r["peak_rss_mb"] for r in reports],
             "images_per_worker": [r["images"] for r in reports],
             "seconds": [r["seconds"] for r in reports]}

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# slow: a cluster start-up and several Ray jobs; the timeout covers a shared, loaded machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
 
