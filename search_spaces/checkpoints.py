@@ -233,6 +233,23 @@ def load_ofa_checkpoint(supernet: Supernet,
     return supernet
 
 
+def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:
+    """A file that unpickles to something other than a checkpoint (a list, a bare tensor, a
+    dict without tensors) is a :class:`UserError`: it used to be handed on as if it were a
+    path, and failed far from the cause."""
+    if not isinstance(data, dict):
+        raise UserError(f"checkpoint {path}: holds a {type(data).__name__}, not a checkpoint "
+                        "(a dict with a state_dict)")
+    if data.get("format") == FORMAT:
+        if not isinstance(data.get("state_dict"), dict) or not isinstance(data.get("spec"), dict):
+            raise UserError(f"checkpoint {path}: an {FORMAT} file without its state_dict or spec")
+        return
+    state = data.get("state_dict", data)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise UserError(f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
+
+
 def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
                         width_mult: float | None = None, n_classes: int | None = None,
                         small_input: bool = False) -> Supernet:
@@ -245,6 +262,7 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
     from search_spaces.registry import create_supernet
 
     data = _read(path, "cpu")
+    _check_checkpoint_content(path, data)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         net, _ = load_supernet(path)
         spec_space = net.space.name
