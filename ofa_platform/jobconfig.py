@@ -40,11 +40,14 @@ def load_job_config(path: str | Path, cls: type[T], *, required: Iterable[str] =
     """Read ``path`` (YAML mapping) into ``cls``; ``converters`` handle non-scalar fields."""
     import yaml
 
+    from ofa_platform.files import read_user_text
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"job config {path}: no such file")
+    text = read_user_text(p, "job config")  # binary or non-UTF-8: one line
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"job config {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
