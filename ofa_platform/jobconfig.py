@@ -8,6 +8,7 @@ missing required fields are one :class:`UserError` line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,8 @@ def coerce_field(name: str, value: Any, hint: Any) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML's .nan and .inf are floats, not sizes or scales
+            raise UserError(f"{name}: expected a finite number, got {value!r}")
         return float(value)
     if hint in (int, str, bool) and type(value) is hint:
         return value

@@ -441,3 +441,19 @@ def test_report_draws_dollar_signs_literally(tmp_path: Path) -> None:
         client.set_terminated(run.info.run_id, "FINISHED")
     out = write_report("money", tmp_path / "r.html", uri, log_to_mlflow=False)
     assert out.path.is_file() and out.path.read_text().count("<svg") >= 5
+
+
+def test_job_config_refuses_non_finite_numbers_and_binary_files(tmp_path: Path) -> None:
+    """Ray Job YAML configs go through the same classes: ``.nan`` is a float to YAML."""
+    from ofa_platform.errors import UserError
+    from ofa_platform.jobconfig import load_job_config
+    from ofa_platform.train.runner import TrainRequest
+
+    nan = tmp_path / "nan.yaml"
+    nan.write_text("schedule: ofa\ndata: synthetic\nwidth_mult: .nan\n")
+    with pytest.raises(UserError, match="finite"):
+        load_job_config(nan, TrainRequest)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="binary"):
+        load_job_config(binary, TrainRequest)
