@@ -327,10 +327,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
     before = _tree(inputs.root)
     ray = sys.modules.get("ray")
     ray_before = ray is not None and ray.is_initialized()
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:  # argparse
-        rc = exc.code
+    rc = main(list(argv))
     out, err = capsys.readouterr()
     assert rc == 2, (rc, out, err)
     lines = err.strip().splitlines()
