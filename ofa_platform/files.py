@@ -59,15 +59,13 @@ def _blocking_file(path: Path) -> Path | None:
     return None
 
 
-def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
-    """``path`` can be written as a file: it is not a directory and no ancestor is a file.
-
-    An existing file is fine (outputs are replaced atomically, as other tools do).
-    """
+def _check_output(path: str | os.PathLike[str], what: str, *, directory: bool) -> Path:
     p = Path(path)
     if not str(path).strip():
         raise UserError(f"{what}: empty path")
-    if p.is_dir() or str(path).endswith(os.sep):
+    if directory and p.exists() and not p.is_dir():
+        raise UserError(f"{what} {path}: is a file, expected a directory")
+    if not directory and (p.is_dir() or str(path).endswith(os.sep)):
         raise UserError(f"{what} {path}: is a directory, expected a file path")
     blocker = _blocking_file(p)
     if blocker is not None:
@@ -75,17 +73,17 @@ def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
     return p
 
 
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` can be written as a file: it is not a directory and no ancestor is a file.
+
+    An existing file is fine (outputs are replaced atomically, as other tools do).
+    """
+    return _check_output(path, what, directory=False)
+
+
 def check_output_dir(path: str | os.PathLike[str], what: str) -> Path:
     """``path`` is, or can be created as, a directory (not an existing file, nor under one)."""
-    p = Path(path)
-    if not str(path).strip():
-        raise UserError(f"{what}: empty path")
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{what} {path}: is a file, expected a directory")
-    blocker = _blocking_file(p)
-    if blocker is not None:
-        raise UserError(f"{what} {path}: {blocker} is a file, not a directory")
-    return p
+    return _check_output(path, what, directory=True)
 
 
 def read_user_text(path: str | os.PathLike[str], what: str) -> str:
