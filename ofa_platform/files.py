@@ -70,6 +70,9 @@ def _check_output(path: str | os.PathLike[str], what: str, *, directory: bool) -
     blocker = _blocking_file(p)
     if blocker is not None:
         raise UserError(f"{what} {path}: {blocker} is a file, not a directory")
+    existing = p if p.is_dir() else next((q for q in p.parents if q.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {existing} is not writable")
     return p
 
 
