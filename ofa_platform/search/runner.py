@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class SearchRequest:
     log_mlflow: bool = True
     measure_warmup: int = 5
     measure_repeats: int = 20
+    measure_threads: int | None = None  # None: 1 on a small machine (latency.default_threads)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class SearchOutcome:
     estimator: str
     predictor_metrics: dict[str, float]
     measurements: int = 0
+    noisy_latencies: int = 0  # measured layers whose timing stayed noisy (machine busy)
 
 
 def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
@@ -157,8 +159,7 @@ def _load_checkpoint(path: str, space: str, width_mult: float) -> tuple[Any, dic
     return supernet, dict(extra or {})
 
 
-def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
-                model_source: Callable[[], Any]) -> Any:
+def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan) -> Any:
     from ofa_platform.search import latency
 
     spec = req.latency
@@ -174,12 +175,11 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
             if not torch.cuda.is_available():
                 raise UserError("--latency measured:cuda: no CUDA device on this machine")
         batch = req.batch_size or (64 if device == "cuda" else 1)
-        supernet = model_source()
-        memo = latency.JsonMemo(Path(req.cache_dir) / "latency_memo.json")
-        tag = f"{plan.family}-w{plan.width_mult:g}-c{plan.n_classes}-s{int(plan.small_input)}"
-        return latency.MeasuredLatency(codec, supernet.extract, model_tag=tag, memo=memo,
-                                       device=device, batch_size=batch,
-                                       warmup=req.measure_warmup, repeats=req.measure_repeats)
+        memo = latency.LatencyMemo(Path(req.cache_dir) / "latency_layers.json")
+        policy = latency.MeasurePolicy(warmup=req.measure_warmup, repeats=req.measure_repeats,
+                                       threads=req.measure_threads)
+        return latency.MeasuredLatency(codec, plan, memo=memo, device=device, batch_size=batch,
+                                       policy=policy)
     raise UserError(f"--latency {spec!r}: expected {LATENCY_CHOICES}")
 
 
@@ -213,14 +213,7 @@ def prepare(req: SearchRequest) -> Prepared:
         plan = network_plan(space.family, req.width_mult)
     codec = GeneCodec(space, resolutions)
 
-    def model_source() -> Any:
-        if supernet is not None:
-            return supernet
-        from search_spaces.registry import create_supernet
-
-        return create_supernet(space, width_mult=req.width_mult)
-
-    eff = _efficiency(req, codec, plan, model_source)
+    eff = _efficiency(req, codec, plan)
     unit = getattr(eff, "unit", "ms")
     prepared = Prepared(request=req, space=space, codec=codec, plan=plan,
                         fitness=Fitness(codec, accuracy=_no_accuracy, efficiency=eff,
@@ -321,7 +314,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
                          exported=exported, unit=fitness.unit,
                          estimator=prepared.estimator_name,
                          predictor_metrics=prepared.predictor_metrics,
-                         measurements=int(getattr(fitness.efficiency, "measurements", 0)))
+                         measurements=int(getattr(fitness.efficiency, "measurements", 0)),
+                         noisy_latencies=int(getattr(fitness.efficiency, "noisy", 0)))
 
 
 def _meter(req: SearchRequest) -> Any:
@@ -376,6 +370,9 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                    "feasible_targets": float(sum(r.feasible for r in results))}
         metrics.update({f"predictor_{k}": v for k, v in prepared.predictor_metrics.items()
                         if v == v})
+        metrics.update(_latency_metrics(prepared.fitness.efficiency))
+        if "latency_noisy_layers" in metrics:
+            mlflow.set_tag("ofa.latency_noisy", str(metrics["latency_noisy_layers"] > 0).lower())
         evaluator = getattr(prepared, "evaluator", None)
         if evaluator is not None:
             rows = evaluator.trial_rows
@@ -389,6 +386,17 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
         for path in artifacts:
             mlflow.log_artifact(str(path))
         return run.info.run_id
+
+
+def _latency_metrics(estimator: Any) -> dict[str, float]:
+    """Measured latency: layers measured, seconds spent, and how many stayed noisy."""
+    from ofa_platform.search.latency import MeasuredLatency
+
+    if not isinstance(estimator, MeasuredLatency):
+        return {}
+    return {"latency_layers_measured": float(estimator.measurements),
+            "latency_measure_s": estimator.measured_s,
+            "latency_noisy_layers": float(estimator.noisy)}
 
 
 def run_search(req: SearchRequest) -> SearchOutcome:
