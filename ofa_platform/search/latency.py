@@ -269,9 +269,9 @@ class MeasurePolicy:
     ``min_rounds``: two rounds can agree inside one burst of load; at most ``max_rounds``); the
     estimate is the quietest round's, since contention only ever adds time. ``spread`` is how
     far the rounds' medians ranged (``(max - min) / min``); a measurement that never settled
-    or spread beyond
-    ``noisy_spread`` is re-measured up to ``retries`` times later in the same search (load
-    comes in bursts) and, if still noisy, kept with its flag, which the search shows.
+    or spread beyond ``noisy_spread`` is re-measured up to ``retries`` times later in the same
+    search (load comes in bursts) and, if still noisy, kept with its flag, which the search
+    shows.
     ``threads`` pins torch's intra-op threads while measuring (``None``: :func:`default_threads`).
     """
 
@@ -594,7 +594,7 @@ class MeasuredLatency:
                 if k not in fresh or m.spread < fresh[k].spread:
                     fresh[k] = m
                 now = time.perf_counter()
-                if say and pass_no == 0 and now - last > 15.0:
+                if say and pass_no == 0 and (i == 2 < len(keys) - 8 or now - last > 15.0):
                     eta = (now - t0) / (i + 1) * (len(keys) - i - 1)
                     say(f"[latency] {i + 1}/{len(keys)} layers, ETA {eta:.0f} s")
                     last = now
