@@ -78,12 +78,13 @@ def step_times(stamped: Sequence[tuple[float, str]], total_s: float) -> list[dic
     return out
 
 
-def run_once(project: Path, methods: str, timeout: float) -> dict[str, Any]:
-    """One ``ofa-platform quickstart`` in ``project``; every output line stamped."""
-    env = dict(os.environ, PYTHONPATH=str(project), RAY_TMPDIR=str(project / ".ray"),
+def run_once(project: Path, methods: str, timeout: float, ray_tmp: Path) -> dict[str, Any]:
+    """One ``ofa-platform quickstart`` in ``project``; every output line stamped. Ray's temp
+    directory is its own (apart from other Ray users) and short (Ray's sockets live there and
+    a Unix socket path has at most 107 bytes)."""
+    env = dict(os.environ, PYTHONPATH=str(project), RAY_TMPDIR=str(ray_tmp),
                PYTHONUNBUFFERED="1")
     env.pop("MLFLOW_TRACKING_URI", None)
-    (project / ".ray").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "ofa_platform", "quickstart", "--methods", methods]
     load = harness.machine_info().get("load_avg_1m")
     t0 = time.perf_counter()
@@ -112,15 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--runs: cold, warm or cold,warm")
     tmp = Path(tempfile.mkdtemp(prefix="ofa-quickstart-bench-"))
     project = copy_project(REPO, tmp / "project")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rq", dir="/tmp"))
     print(f"fresh copy of the project: {project}", flush=True)
     results: dict[str, Any] = {}
     try:
         for name in runs:
             print(f"--- {name} run", flush=True)
-            results[name] = run_once(project, args.methods, args.timeout)
+            results[name] = run_once(project, args.methods, args.timeout, ray_tmp)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     payload = {"benchmark": "quickstart", "methods": args.methods, "machine":
                harness.machine_info(), "goals_min": {"cold": 5, "warm": 3}, "runs": results}
     path = harness.write_results(args.out, payload)

@@ -59,8 +59,10 @@ class AdditiveEstimator:
         c = self.codec
         g = genes.astype(np.int64)
         r = g[:, c.r_col]
-        per_slot = self.slot[r[:, None], np.arange(c.n_slots)[None, :], g[:, c.k_cols],
-                             g[:, c.e_cols]]
+        _, n_slots, nk, ne = self.slot.shape
+        flat = ((r[:, None] * n_slots + np.arange(n_slots)[None, :]) * nk
+                + g[:, c.k_cols]) * ne + g[:, c.e_cols]
+        per_slot = self.slot.ravel().take(flat)  # one flat gather: the search's hottest call
         return self.fixed[r] + np.where(c.active(genes), per_slot, 0.0).sum(axis=1)
 
     def of_archs(self, archs: Sequence[ArchConfig]) -> np.ndarray:
