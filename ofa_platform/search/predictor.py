@@ -192,10 +192,10 @@ def _read_predictor_file(path: Path) -> Any:
         return read_tensor_file(path)
     except UnsupportedFile:
         pass
-    import torch
-
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from search_spaces.checkpoints import load_weights_only
+
+        return load_weights_only(path)  # torch's pickle warnings would precede the one line
     except Exception as exc:  # a corrupt or foreign file: one line for the user
         raise UserError(f"predictor {path} cannot be read ({type(exc).__name__})") from None
 
