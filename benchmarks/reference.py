@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "build_resnet_supernet",
+    "set_active_resnet",
+    "extract_resnet",
+    "count_resnet",
     "REFERENCE_REQUIREMENT",
     "REFERENCE_VERSION",
     "RUNTIME_REQUIREMENTS",
@@ -347,3 +351,35 @@ class ReferenceSearch:
                   "d": list(ofa_arch["d"]), "r": [int(ofa_arch["r"])]}
         acc = float(self.predictor.predict_accuracy([sample])[0])
         return acc, float(self.latency.predict_efficiency(sample))
+
+
+# --------------------------------------------------------------------------- ResNet50D
+
+
+def build_resnet_supernet(ref: Reference, *, n_classes: int = 1000, dropout: float = 0.0) -> Any:
+    """The reference's ``OFAResNets`` as its model zoo builds ``ofa_resnet50``: depth 0/1/2,
+    expand 0.2/0.25/0.35, width 0.65/0.8/1.0, OFA's BN settings."""
+    nets = importlib.import_module("ofa.imagenet_classification.elastic_nn.networks")
+    return nets.OFAResNets(
+        n_classes=n_classes, bn_param=(0.1, 1e-5), dropout_rate=dropout,
+        depth_list=[0, 1, 2], expand_ratio_list=[0.2, 0.25, 0.35],
+        width_mult_list=[0.65, 0.8, 1.0],
+    )
+
+
+def set_active_resnet(net: Any, ofa_arch: dict[str, Any]) -> None:
+    """Activate a ResNet50D arch given in OFA's dict form (``d``, ``e``, ``w``)."""
+    net.set_active_subnet(d=list(ofa_arch["d"]), e=list(ofa_arch["e"]), w=list(ofa_arch["w"]))
+
+
+def extract_resnet(net: Any, ofa_arch: dict[str, Any]) -> Any:
+    """The reference's static ResNet subnet: ``set_active_subnet`` then ``get_active_subnet``."""
+    set_active_resnet(net, ofa_arch)
+    return net.get_active_subnet(preserve_weight=True)
+
+
+def count_resnet(ref: Reference, net: Any, resolution: int) -> tuple[float, int]:
+    """The reference's own counters: ``count_net_flops`` (MACs) and ``count_parameters``."""
+    utils = importlib.import_module("ofa.utils")
+    return (float(utils.count_net_flops(net, (1, 3, resolution, resolution))),
+            int(utils.count_parameters(net)))
