@@ -10,9 +10,24 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+
+def test_recipe_runs_every_phase_in_the_plain_engine(shared_data: Path) -> None:
+    """The same worker loop without Ray: every phase of the recipe (teacher, depth, expand
+    with channel sorting, width; distillation from the full network) on CIFAR-10 at 32 px."""
+    from ofa_platform.train.engine import EngineConfig, run_plain
+    from ofa_platform.train.schedule import load_schedule
+
+    schedule = load_schedule("ofa_resnet50").scaled(0.006)
+    cfg = EngineConfig(schedule=schedule, space="ofa_resnet50", data="cifar10", batch_size=4,
+                       subset=4, recal_images=4, val_limit=4, amp="off")
+    epochs = run_plain(cfg)
+    assert len(epochs) == schedule.total_epochs == 7
+    for m in epochs:
+        assert math.isfinite(m["loss"]) and m["loss"] > 0
+        assert 0.0 <= m["acc_smallest"] <= 1.0 and 0.0 <= m["acc_largest"] <= 1.0
 
 
+@pytest.mark.slow
 def test_recipe_smoke_run_then_checkpoint_search(shared_data: Path, ray_local: object,  # noqa: ANN001
                                                  mlflow_uri: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
