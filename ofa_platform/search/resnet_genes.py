@@ -78,7 +78,6 @@ class ResNetGeneCodec(GeneCodec):
         self.ratio_values = np.array([space.ratios] * S, dtype=np.float64)
         stage_depths = [[b + x for x in space.depths] for b in BASE_DEPTHS]
         self.depth_values = self._pad([list(space.stem_depths)] + stage_depths)
-        self.width_values = np.array(space.widths, dtype=np.int64)
         self.res_values = np.array(self.resolutions, dtype=np.int32)
         self.compound = False
 
@@ -117,10 +116,6 @@ class ResNetGeneCodec(GeneCodec):
                 w=tuple(sp.widths[int(v)] for v in row[self.w_cols]),
                 r=self.resolutions[int(row[self.r_col])]))
         return out
-
-    def family_widths(self, genes: np.ndarray) -> np.ndarray:
-        """(N, 6) width indices into ``WIDTH_MULTS`` (not into the space's allowed subset)."""
-        return self.width_values[genes[:, self.w_cols].astype(np.int64)]
 
 
 # --------------------------------------------------------------------------- predictor
