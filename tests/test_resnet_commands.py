@@ -148,3 +148,23 @@ def test_mobilenet_predictor_refused(tmp_path: Path, capsys) -> None:  # noqa: A
 
     with pytest.raises(Exception, match="does not fit space ofa_resnet50"):
         OneHotEncoding((3, 5, 7), (3, 4, 6), 112, 16, 8).check(make_codec(SPACE))
+
+
+def test_search_with_measured_cpu_latency(predictor: Path, tmp_path: Path) -> None:
+    """``measured:cpu`` times extracted ResNet subnets on this CPU, memoized: a second search
+    measures nothing."""
+    from ofa_platform.search.runner import SearchRequest, run_search
+
+    def request() -> SearchRequest:
+        return SearchRequest(
+            space="ofa_resnet50", targets=(1e6,), latency="measured:cpu",
+            predictor=str(predictor), resolutions="128", generations=1, population_size=4,
+            n_population_rows=2, measure_warmup=0, measure_repeats=1, log_mlflow=False,
+            out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+
+    first = run_search(request())
+    [row] = first.rows
+    assert row["feasible"] and row["unit"] == "ms" and row["cost"] > 0
+    assert SPACE.parse_arch(row["arch_json"]).r == 128
+    assert first.measurements > 0
+    assert run_search(request()).measurements == 0
