@@ -443,6 +443,7 @@ def bench_resnet_train(ref: refmod.Reference, args: argparse.Namespace) -> harne
     theirs = refmod.ReferenceResNetTrainer(ref, seed=args.seed)
     space = ours.space.with_resolutions((res,))  # same choices at the benchmark's size
     ours.net.space = space
+    ours.net.set_active(space.largest())
     rng = random.Random(args.seed)
     steps = [[space.sample(rng).replace(r=res) for _ in range(args.subnets)]
              for _ in range(args.train_repeats + 1)]
@@ -501,6 +502,7 @@ def bench_resnet_recal(ref: refmod.Reference, args: argparse.Namespace) -> harne
     recal_pairs = [(x, torch.zeros(len(x), dtype=torch.long)) for x in recal]
     space = space.with_resolutions((r,))  # same choices at the benchmark's size
     ours.space = space
+    ours.set_active(space.largest())
     rng = random.Random(args.seed + 3)
     archs = [space.sample(rng) for _ in range(args.recal_repeats + 1)]
     ours_next, ref_next = _cycler(archs), _cycler(archs)
