@@ -36,7 +36,7 @@ __all__ = [
     "lut_latency_of_arch", "macs_estimator", "build_lut", "measure_latency", "timed_forwards",
     "hardware_key", "default_threads", "MeasurePolicy", "Measurement", "measuring_threads",
     "measure_robust", "measure_layer", "measuring_clock", "LatencyMemo", "stderr_progress",
-    "MeasuredLatency", "measure_layer_torch",
+    "MeasuredLatency", "MeasuredSubnetLatency", "measure_layer_torch",
 ]
 
 
@@ -629,3 +629,51 @@ class MeasuredLatency:
             say(f"[latency] measured {len(todo)} layers in {time.perf_counter() - t0:.1f} s"
                 + (f"; {noisy} stayed noisy (machine busy)" if noisy else ""))
         return fresh
+
+
+class MeasuredSubnetLatency:
+    """Latency of whole subnets, each measured (robustly, :func:`measure_latency`) the first
+    time the search evaluates it and memoised by hardware, model, batch size and arch. For
+    families whose blocks are not additive per slot in :class:`GeneCodec` terms (ResNet50D's
+    widths): a MobileNet space uses the cheaper per-layer :class:`MeasuredLatency`."""
+
+    def __init__(self, codec: Any, build_model: Callable[[Any], Any], *, model_tag: str,
+                 memo: LatencyMemo, device: str = "cpu", batch_size: int = 1,
+                 policy: MeasurePolicy = MeasurePolicy(), hardware: str | None = None) -> None:
+        self.codec, self.build_model = codec, build_model
+        self.model_tag, self.memo = model_tag, memo
+        self.device, self.batch_size, self.policy = device, batch_size, policy
+        self.hardware = hardware or hardware_key(device, policy.n_threads)
+        self.name = f"measured:{self.hardware}"
+        self.unit = "ms"
+        self.measurements = 0
+        self.measured_s = 0.0
+        self.used: dict[str, Measurement] = {}
+
+    @property
+    def noisy(self) -> int:
+        return sum(m.noisy for m in self.used.values())
+
+    def key(self, arch: Any) -> str:
+        return f"{self.hardware}|{self.model_tag}|bs{self.batch_size}|{arch.key}"
+
+    def of_archs(self, archs: Sequence[Any]) -> np.ndarray:
+        out = np.zeros(len(archs))
+        new: dict[str, Measurement] = {}
+        for i, arch in enumerate(archs):
+            key = self.key(arch)
+            m = self.memo.get(key) or new.get(key)
+            if m is None:
+                t0 = time.perf_counter()
+                m = measure_latency(self.build_model(arch), arch.r, device=self.device,
+                                    batch_size=self.batch_size, policy=self.policy)
+                self.measured_s += time.perf_counter() - t0
+                self.measurements += 1
+                new[key] = m
+            self.used[key] = m
+            out[i] = m.ms
+        self.memo.put_many(new)
+        return out
+
+    def __call__(self, genes: np.ndarray) -> np.ndarray:
+        return self.of_archs(self.codec.decode(genes))

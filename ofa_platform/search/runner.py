@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 from ofa_platform.errors import UserError
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
+from ofa_platform.search.resnet_genes import ResNetGeneCodec, make_codec, resnet_macs_estimator
 from search_spaces.arch import ArchConfig
 from search_spaces.blueprint import NetworkPlan, network_plan
 from search_spaces.space import SearchSpace, parse_resolutions
@@ -159,12 +160,18 @@ def _load_checkpoint(path: str, space: str, width_mult: float) -> tuple[Any, dic
     return supernet, dict(extra or {})
 
 
-def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan) -> Any:
+def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
+                model_source: Callable[[], Any]) -> Any:
     from ofa_platform.search import latency
 
     spec = req.latency
     if spec == "macs":
+        if isinstance(codec, ResNetGeneCodec):  # not additive per slot: its own tables
+            return resnet_macs_estimator(codec, plan)  # type: ignore[arg-type]
         return latency.macs_estimator(codec, plan)
+    if spec.startswith("lut:") and isinstance(codec, ResNetGeneCodec):
+        raise UserError(f"--latency {spec}: OFA's lookup tables describe MobileNet layers; "
+                        f"space {codec.space.name} takes macs or measured:cpu|cuda")
     if spec.startswith("lut:"):
         return latency.lut_estimator(codec, plan, spec[4:])
     if spec in ("measured:cpu", "measured:cuda"):
@@ -178,6 +185,11 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan) -> Any:
         memo = latency.LatencyMemo(Path(req.cache_dir) / "latency_layers.json")
         policy = latency.MeasurePolicy(warmup=req.measure_warmup, repeats=req.measure_repeats,
                                        threads=req.measure_threads)
+        if isinstance(codec, ResNetGeneCodec):  # widths: not additive per slot, whole subnets
+            tag = f"resnet-w{getattr(plan, 'width_mult', 1):g}-c{getattr(plan, 'n_classes', 0)}"
+            return latency.MeasuredSubnetLatency(codec, model_source().extract, model_tag=tag,
+                                                 memo=memo, device=device, batch_size=batch,
+                                                 policy=policy)
         return latency.MeasuredLatency(codec, plan, memo=memo, device=device, batch_size=batch,
                                        policy=policy)
     raise UserError(f"--latency {spec!r}: expected {LATENCY_CHOICES}")
@@ -210,10 +222,20 @@ def prepare(req: SearchRequest) -> Prepared:
             req.method = extra["method"]  # the training schedule: training + search cost
         plan = supernet.plan
     else:
-        plan = network_plan(space.family, req.width_mult)
-    codec = GeneCodec(space, resolutions)
+        try:
+            plan = network_plan(space.family, req.width_mult)
+        except ValueError as exc:  # e.g. a width multiplier ResNet50D does not have
+            raise UserError(f"--width-mult: {exc}") from None
+    codec = make_codec(space, resolutions)
 
-    eff = _efficiency(req, codec, plan)
+    def model_source() -> Any:
+        if supernet is not None:
+            return supernet
+        from search_spaces.registry import create_supernet
+
+        return create_supernet(space, width_mult=req.width_mult)
+
+    eff = _efficiency(req, codec, plan, model_source)
     unit = getattr(eff, "unit", "ms")
     prepared = Prepared(request=req, space=space, codec=codec, plan=plan,
                         fitness=Fitness(codec, accuracy=_no_accuracy, efficiency=eff,
@@ -390,9 +412,9 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
 
 def _latency_metrics(estimator: Any) -> dict[str, float]:
     """Measured latency: layers measured, seconds spent, and how many stayed noisy."""
-    from ofa_platform.search.latency import MeasuredLatency
+    from ofa_platform.search.latency import MeasuredLatency, MeasuredSubnetLatency
 
-    if not isinstance(estimator, MeasuredLatency):
+    if not isinstance(estimator, (MeasuredLatency, MeasuredSubnetLatency)):
         return {}
     return {"latency_layers_measured": float(estimator.measurements),
             "latency_measure_s": estimator.measured_s,
