@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
     p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
-    p.add_argument("--width-mult", type=float, default=1.0, help="supernet width multiplier")
+    p.add_argument("--width-mult", type=float,
+                   help="supernet width multiplier (default: the checkpoint's, else 1.0)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
     src.add_argument("--predictor", help="accuracy predictor (OFA's published file or ours)")

@@ -53,13 +53,13 @@ class SearchRequest:
     ``generations`` None is the space's default (OFA's 500; CompOFA's 50 and 300 for its
     fixed- and elastic-kernel spaces); ``followup_generations`` None is the multi-target
     paper's 63 for its top-down and bottom-up. ``method``/``train_run_id`` override what the
-    checkpoint says."""
+    checkpoint says. ``width_mult`` None is the checkpoint's width, else 1.0."""
 
     space: str
     targets: Sequence[float]
     latency: str
     strategy: str = "vanilla"
-    width_mult: float = 1.0
+    width_mult: float | None = None
     predictor: str | None = None
     checkpoint: str | None = None
     resolutions: str | None = None
@@ -171,33 +171,34 @@ def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _space(req: SearchRequest, space: SearchSpace | None = None
-           ) -> tuple[SearchSpace, tuple[int, ...]]:
-    """The space (a checkpoint's own, e.g. with CIFAR resolutions, when given) and the
-    resolutions to search."""
+def _named_space(name: str) -> SearchSpace:
     from search_spaces.spaces import UnknownSpaceError, get_space
 
-    if space is None:
-        try:
-            space = get_space(req.space)
-        except UnknownSpaceError as exc:
-            raise UserError(str(exc)) from None
-    if req.resolutions:
-        try:
-            res = parse_resolutions(req.resolutions)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        bad = [r for r in res if r not in space.resolutions]
-        if bad or not res:
-            lo, hi = space.resolutions[0], space.resolutions[-1]
-            raise UserError(f"resolutions {list(bad) or req.resolutions} are not in space "
-                            f"{space.name} ({lo}..{hi} step 4)")
-    else:
-        res = space.resolutions
-    return space, tuple(res)
+    try:
+        return get_space(name)
+    except UnknownSpaceError as exc:
+        raise UserError(str(exc)) from None
 
 
-def _load_checkpoint(path: str, space: str, width_mult: float
+def _resolutions(req: SearchRequest, space: SearchSpace) -> tuple[int, ...]:
+    """The resolutions to search: ``--resolutions`` (each one in ``space``, which is a
+    checkpoint's own space, e.g. with CIFAR resolutions, when searching a checkpoint), else all
+    of the space's."""
+    if not req.resolutions:
+        return tuple(space.resolutions)
+    try:
+        res = parse_resolutions(req.resolutions)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    bad = [r for r in res if r not in space.resolutions]
+    if bad or not res:
+        lo, hi = space.resolutions[0], space.resolutions[-1]
+        raise UserError(f"resolutions {list(bad) or req.resolutions} are not in space "
+                        f"{space.name} ({lo}..{hi} step 4)")
+    return tuple(res)
+
+
+def _load_checkpoint(path: str, space: str, width_mult: float | None
                      ) -> tuple[Supernet, dict[str, Any]]:
     """The supernet and its training metadata. Whether the file is ours or an OFA/CompOFA
     file is read from its content (our files carry a format marker; OFA's layout names no space,
@@ -253,7 +254,7 @@ def prepare(req: SearchRequest) -> Prepared:
             or req.population_size < 4):
         raise UserError("workers and generations must be >= 1 and population size >= 4")
     hardware = load_hardware(req.hardware)
-    space, resolutions = _space(req)
+    space = _named_space(req.space)
     supernet: Supernet | None = None
     extra: dict[str, Any] = {}
     if req.checkpoint:
@@ -261,11 +262,12 @@ def prepare(req: SearchRequest) -> Prepared:
         if supernet.space.name != space.name:
             raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
                             f"supernet, not {space.name}")
-        space, resolutions = _space(req, supernet.space)
+        space = supernet.space
         plan = supernet.plan
         _check_data(req.data)
     else:
-        plan = network_plan(space.family, req.width_mult)
+        plan = network_plan(space.family, 1.0 if req.width_mult is None else req.width_mult)
+    resolutions = _resolutions(req, space)
     codec = GeneCodec(space, resolutions)
 
     def model_source() -> Any:
@@ -273,7 +275,7 @@ def prepare(req: SearchRequest) -> Prepared:
             return supernet
         from search_spaces.registry import create_supernet
 
-        return create_supernet(space, width_mult=req.width_mult)
+        return create_supernet(space, width_mult=plan.width_mult)
 
     eff = _efficiency(req, codec, plan, model_source)
     unit = str(getattr(eff, "unit", "ms"))
@@ -425,7 +427,8 @@ def _outputs(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy,
         if supernet is None:
             from search_spaces.registry import create_supernet
 
-            supernet = create_supernet(prepared.codec.space, width_mult=req.width_mult)
+            supernet = create_supernet(prepared.codec.space,
+                                       width_mult=prepared.plan.width_mult)
         exported = export_subnets(results, supernet, req.export, fitness.unit)
     return rows, artifacts, exported
 
@@ -464,7 +467,7 @@ def _search_run(prepared: Prepared) -> Iterator[Any]:
         tags["ofa.train_run_id"] = prepared.train_run_id
     params = {"space": req.space, "estimator": req.latency, "strategy": req.strategy,
               "targets": ",".join(f"{t:g}" for t in prepared.targets), "seed": req.seed,
-              "width_mult": req.width_mult,
+              "width_mult": prepared.plan.width_mult,
               "resolutions": ",".join(map(str, prepared.codec.resolutions)),
               "generations": prepared.config.generations,
               "population_size": req.population_size,
