@@ -46,7 +46,7 @@ LATENCY_CHOICES = "lut:DIR | measured:cpu | measured:cuda | macs"
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchRequest:
     """The knobs of ``ofa-platform search`` (and of a ``jobs/search.py`` YAML config).
 
@@ -94,15 +94,14 @@ class SearchRequest:
 class Prepared:
     """A checked search, ready to run: built in one pass by :func:`prepare`.
 
-    ``request`` is the caller's request with its targets parsed (a copy; the caller's is not
-    touched). ``predictor`` is the accuracy predictor given with ``--predictor``; without one
+    ``request`` is the caller's request with its targets parsed (a new value: requests are
+    frozen). ``predictor`` is the accuracy predictor given with ``--predictor``; without one
     (a ``--checkpoint`` search) :func:`execute` evaluates subnets of ``supernet`` and fits a
     predictor inside the search run, because that is the search's main work. ``method`` and
     ``train_run_id`` are what the MLflow run is filed under; ``hardware`` prices the search's
     own device time."""
 
     request: SearchRequest
-    targets: tuple[float, ...]
     space: SearchSpace
     codec: GeneCodec
     plan: NetworkPlan
@@ -118,12 +117,16 @@ class Prepared:
     predictor: AccuracyPredictor | None = None
     prep_seconds: float = 0.0
 
+    @property
+    def targets(self) -> tuple[float, ...]:
+        return tuple(self.request.targets)
+
     def with_targets(self, targets: Sequence[float]) -> Prepared:
         """The same search for other targets (checked like the request's)."""
         parsed = parse_targets(targets)
         _check_feasible(parsed, self.smallest_cost, self.unit, self.space.name,
                         self.codec.resolutions[0], self.estimator_name)
-        return replace(self, targets=parsed, request=replace(self.request, targets=parsed))
+        return replace(self, request=replace(self.request, targets=parsed))
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,7 @@ def prepare(req: SearchRequest) -> Prepared:
         predictor = load_predictor(req.predictor, codec)
     generations = req.generations or default_generations(space.name)
     return Prepared(
-        request=replace(req, targets=targets), targets=targets, space=space, codec=codec,
+        request=replace(req, targets=targets), space=space, codec=codec,
         plan=plan, efficiency=eff, unit=unit, estimator_name=name, smallest_cost=smallest,
         config=EvolutionConfig(population_size=req.population_size, generations=generations),
         method=_method(req, extra, space.name), train_run_id=_train_run_id(req, extra),
