@@ -248,28 +248,9 @@ def prepare(req: SearchRequest) -> Prepared:
 
     t0 = time.perf_counter()
     targets = parse_targets(req.targets)
-    if req.strategy not in STRATEGIES:
-        raise UserError(f"unknown strategy {req.strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if (req.predictor is None) == (req.checkpoint is None):
-        raise UserError("give exactly one of --predictor PATH and --checkpoint PATH")
-    if (req.workers < 1 or (req.generations is not None and req.generations < 1)
-            or (req.followup_generations is not None and req.followup_generations < 1)
-            or req.population_size < 4):
-        raise UserError("workers and generations must be >= 1 and population size >= 4")
+    _check_knobs(req, STRATEGIES)
     hardware = load_hardware(req.hardware)
-    space = _named_space(req.space)
-    supernet: Supernet | None = None
-    extra: dict[str, Any] = {}
-    if req.checkpoint:
-        supernet, extra = _load_checkpoint(req.checkpoint, req.space, req.width_mult)
-        if supernet.space.name != space.name:
-            raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
-                            f"supernet, not {space.name}")
-        space = supernet.space
-        plan = supernet.plan
-        _check_data(req.data)
-    else:
-        plan = network_plan(space.family, 1.0 if req.width_mult is None else req.width_mult)
+    space, plan, supernet, extra = _source(req)
     resolutions = _resolutions(req, space)
     codec = GeneCodec(space, resolutions)
 
@@ -298,6 +279,34 @@ def prepare(req: SearchRequest) -> Prepared:
         method=_method(req, extra, space.name), train_run_id=_train_run_id(req, extra),
         hardware=hardware, supernet=supernet, predictor=predictor,
         prep_seconds=time.perf_counter() - t0)
+
+
+def _check_knobs(req: SearchRequest, strategies: Sequence[str]) -> None:
+    if req.strategy not in strategies:
+        raise UserError(f"unknown strategy {req.strategy!r}; choose from {', '.join(strategies)}")
+    if (req.predictor is None) == (req.checkpoint is None):
+        raise UserError("give exactly one of --predictor PATH and --checkpoint PATH")
+    if (req.workers < 1 or (req.generations is not None and req.generations < 1)
+            or (req.followup_generations is not None and req.followup_generations < 1)
+            or req.population_size < 4):
+        raise UserError("workers and generations must be >= 1 and population size >= 4")
+
+
+def _source(req: SearchRequest
+            ) -> tuple[SearchSpace, NetworkPlan, Supernet | None, dict[str, Any]]:
+    """The space, network plan, supernet and training metadata of what is searched: a
+    checkpoint's own (its space may carry CIFAR resolutions), or the named space at
+    ``width_mult`` for a predictor search."""
+    space = _named_space(req.space)
+    if not req.checkpoint:
+        width = 1.0 if req.width_mult is None else req.width_mult
+        return space, network_plan(space.family, width), None, {}
+    supernet, extra = _load_checkpoint(req.checkpoint, req.space, req.width_mult)
+    if supernet.space.name != space.name:
+        raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
+                        f"supernet, not {space.name}")
+    _check_data(req.data)
+    return supernet.space, supernet.plan, supernet, extra
 
 
 def _check_feasible(targets: Sequence[float], smallest: float, unit: str, space: str,
