@@ -135,3 +135,20 @@ def test_search_uses_the_space_default_unless_given(assets: Path, tmp_path: Path
     prepared = prepare(req)
     assert prepared.config.generations == expected
     assert vars(req) == before  # prepare does not touch the caller's request
+
+
+def test_prepared_is_frozen_and_retargeted_as_a_new_value(assets: Path, tmp_path: Path) -> None:
+    """What the quick start does: prepare once, then search other targets."""
+    import dataclasses
+
+    req = SearchRequest(space="ofa_mbv3", targets=(400.0,), latency="macs", width_mult=1.2,
+                        predictor=str(assets / "acc_predictor.pth"), resolutions="160-224:4",
+                        out_dir=str(tmp_path / "out"), log_mlflow=False)
+    prepared = prepare(req)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prepared.method = "x"  # type: ignore[misc]
+    other = prepared.with_targets([300, 500])
+    assert other.targets == (300.0, 500.0) and other.request.targets == (300.0, 500.0)
+    assert prepared.targets == (400.0,) and req.targets == (400.0,)
+    with pytest.raises(UserError, match="infeasible"):
+        prepared.with_targets([1.0])
