@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from ofa_platform.checks import (
+    non_empty_text,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed_int,
+)
+
 __all__ = ["register", "run"]
 
 
@@ -13,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
     p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
-    p.add_argument("--width-mult", type=float,
+    p.add_argument("--width-mult", type=positive_float,
                    help="supernet width multiplier (default: the checkpoint's, else 1.0)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
@@ -26,30 +34,32 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="vanilla: one full search per target; top-down / bottom-up: the "
                         "multi-target paper's; top-down+ / bottom-up+: our enhanced versions; "
                         "exhaustive: small spaces only")
-    p.add_argument("--workers", type=int, default=1, help="Ray workers")
+    p.add_argument("--workers", type=positive_int, default=1, help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--generations", type=int,
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--generations", type=positive_int,
                    help="generations per target (default: the space's; OFA: 500, CompOFA "
                         "Appendix A.4: 50 fixed kernel, 300 elastic kernel)")
-    p.add_argument("--followup-generations", type=int,
+    p.add_argument("--followup-generations", type=positive_int,
                    help="top-down / bottom-up: generations of every target after the first "
                         f"(default: the paper's {PAPER_FOLLOWUP_GENERATIONS}, at most "
                         "--generations)")
-    p.add_argument("--population-size", type=int, default=100, help="OFA: 100")
+    p.add_argument("--population-size", type=positive_int, default=100, help="OFA: 100")
     p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
-    p.add_argument("--experiment", default="search", help="MLflow experiment")
+    p.add_argument("--experiment", type=non_empty_text, default="search", help="MLflow experiment")
     p.add_argument("--out", default="runs/search", help="directory for pareto.parquet")
     p.add_argument("--cache-dir", default=".ofa_cache",
                    help="persistent latency and accuracy memos")
-    p.add_argument("--batch-size", type=int, help="measured latency batch (1 CPU, 64 CUDA)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="measured latency batch (1 CPU, 64 CUDA)")
     p.add_argument("--hardware", default="cpu", help="cost-model hardware of this search")
-    p.add_argument("--arch-samples", type=int, default=1000,
+    p.add_argument("--arch-samples", type=positive_int, default=1000,
                    help="--checkpoint: subnets evaluated to train the predictor (OFA: 1000)")
-    p.add_argument("--calib-images", type=int, default=2000, help="BN recalibration images")
-    p.add_argument("--val-subset", type=int, help="--checkpoint: validation images used")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--calib-images", type=positive_int, default=2000,
+                   help="BN recalibration images")
+    p.add_argument("--val-subset", type=positive_int, help="--checkpoint: validation images used")
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0)
     p.add_argument("--method",
                    help="method the run is filed under (default: the checkpoint's training "
                         "schedule, else the space's prefix)")
@@ -59,9 +69,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """Paths, resources and the tracking store, checked before anything is built or written
+    (an --export naming a file used to fail after pareto.parquet was written)."""
+    from ofa_platform.checks import check_local_resources, check_tracking_uri
+    from ofa_platform.files import check_output_dir
+    from ofa_platform.tracking import resolve_tracking_uri
+
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.cache_dir, "--cache-dir")
+    if args.export is not None:
+        check_output_dir(args.export, "--export")
+    check_local_resources(args.workers, 1.0, args.gpus_per_worker)
+    if not args.no_mlflow:
+        check_tracking_uri(resolve_tracking_uri(None))
+
+
 def run(args: argparse.Namespace) -> int:
     from ofa_platform.search.pareto import format_table
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
+
+    preflight(args)
 
     req = SearchRequest(
         space=args.space, targets=parse_targets(args.targets), latency=args.latency,
@@ -69,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
         export=args.export, seed=args.seed, generations=args.generations,
         followup_generations=args.followup_generations, method=args.method,
-        train_run_id=args.train_run_id, population_size=args.population_size, data=args.data,
-        experiment=args.experiment,
+        train_run_id=args.train_run_id,
+        population_size=args.population_size, data=args.data, experiment=args.experiment,
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,
         calib_images=args.calib_images, val_subset=args.val_subset,
