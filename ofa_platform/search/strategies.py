@@ -45,6 +45,7 @@ from ofa_platform.search.evolution import (
     Fitness,
     SearchResult,
     evolve,
+    evolve_many,
     infeasible_result,
 )
 
@@ -108,8 +109,8 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
     if strategy == "vanilla":
         if workers > 1 and len(targets) > 1 and _cheap(fitness):
             return _vanilla_ray(fitness, targets, seed, config, workers)
-        return [evolve(fitness, t, seed=_rng(seed, i), config=config)
-                for i, t in enumerate(targets)]
+        return evolve_many(fitness, targets, seeds=[_rng(seed, i) for i in range(len(targets))],
+                           config=config)
     if strategy in PAPER_STRATEGIES:
         return _paper(strategy == "top-down", fitness, targets, seed, config,
                       followup_generations(config.generations, followup))
