@@ -86,7 +86,7 @@ def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
     space = load_supernet(checkpoint)[0].space.name
     request = SearchRequest(
         space=space, targets=(1e9,), latency="measured:cpu",
-        strategy="bottom-up",
+        strategy="bottom-up+",
         checkpoint=checkpoint, data=cfg.data, seed=cfg.seed, method=method,
         population_size=cfg.population, generations=cfg.generations,
         n_arch_samples=cfg.search_samples, calib_images=min(64, cfg.subset),
@@ -94,13 +94,12 @@ def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
         experiment=cfg.experiment, tracking_uri=cfg.tracking_uri,
         out_dir=str(Path(cfg.out_dir, "search", method)), measure_warmup=1, measure_repeats=5,
         n_population_rows=60)
-    prepared = prepare(request)  # evaluates subnets with Ray Tune, fits the predictor
-    fitness, codec = prepared.fitness, prepared.codec
-    largest = float(fitness.efficiency(codec.extreme(largest=True))[0])
-    targets = spread_targets(fitness.smallest_cost(), largest, cfg.n_targets)
-    prepared.request.targets = targets
+    prepared = prepare(request)  # execute evaluates subnets with Ray Tune, fits the predictor
+    largest = float(prepared.efficiency(prepared.codec.extreme(largest=True))[0])
+    targets = spread_targets(prepared.smallest_cost, largest, cfg.n_targets)
+    prepared = prepared.with_targets(targets)
     progress(f"[quickstart] {method}: searching {space} for "
-             f"{', '.join(f'{t:g}' for t in targets)} {fitness.unit} "
+             f"{', '.join(f'{t:g}' for t in targets)} {prepared.unit} "
              f"({prepared.request.strategy}, {prepared.estimator_name})")
     return execute(prepared)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,16 @@ from ofa_platform.errors import UserError
 from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
-__all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "resnet_ofa_key",
-           "ofa_state_dict", "load_weights_only"]
+__all__ = ["FORMAT", "OFA_LAYOUT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
+           "save_ofa_checkpoint", "load_any_checkpoint", "load_checkpoint", "LoadedCheckpoint",
+           "checkpoint_format", "ofa_key", "resnet_ofa_key", "ofa_state_dict",
+           "load_weights_only"]
 
 FORMAT = "ofa-platform-supernet"
+OFA_LAYOUT = "ofa"  # what checkpoint_format calls an OFA/CompOFA-published file
 _VERSION = 1
+_OFA_TOP_KEYS = ("first_conv.", "final_expand_layer.", "feature_mix_layer.", "classifier.",
+                 "input_stem.")
 
 _STATIC_BLOCK = {  # the fixed first block (OFA: a static MBConvLayer)
     "dw_conv.": "conv.depth_conv.conv.",
@@ -186,18 +191,23 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any
 def load_supernet(path: str | os.PathLike[str],
                   map_location: str | torch.device = "cpu") -> tuple[Supernet, dict[str, Any]]:
     """Rebuild the supernet written by :func:`save_supernet`; returns it and ``extra``."""
-    from search_spaces.registry import create_supernet
-
     data = _read(path, map_location)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if checkpoint_format(data) != FORMAT:
         raise UserError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
                         + (" (it looks like an OFA file; use load_ofa_checkpoint)"
-                           if isinstance(data, dict) and "state_dict" in data else ""))
+                           if checkpoint_format(data) == OFA_LAYOUT else ""))
+    _check_checkpoint_content(path, data)
+    return _from_ours(data, str(path))
+
+
+def _from_ours(data: dict[str, Any], where: str) -> tuple[Supernet, dict[str, Any]]:
+    from search_spaces.registry import create_supernet
+
     try:
         net = create_supernet(**data["spec"])
     except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"checkpoint {path}: bad supernet spec ({exc})") from None
-    _load_checked(net, data["state_dict"], str(path))
+        raise UserError(f"checkpoint {where}: bad supernet spec ({exc})") from None
+    _load_checked(net, data["state_dict"], where)
     return net, dict(data.get("extra") or {})
 
 
@@ -310,10 +320,36 @@ def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:
         raise UserError(f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
 
 
-def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
-                        width_mult: float | None = None, n_classes: int | None = None,
-                        small_input: bool = False) -> Supernet:
-    """A supernet from our checkpoint or an OFA/CompOFA file, whichever ``path`` holds.
+def checkpoint_format(data: Any) -> str | None:
+    """What a loaded checkpoint file holds, from its content: :data:`FORMAT` for ours (it says
+    so), :data:`OFA_LAYOUT` for an OFA/CompOFA file (``{"state_dict": ...}`` or a bare state
+    dict whose keys are OFA's module names), None for anything else."""
+    if not isinstance(data, dict):
+        return None
+    if data.get("format") == FORMAT:
+        return FORMAT
+    state = data.get("state_dict", data)
+    if isinstance(state, dict) and any(
+            isinstance(k, str) and (k.startswith(_OFA_TOP_KEYS) or k.startswith("blocks."))
+            for k in state):
+        return OFA_LAYOUT
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A supernet read from a file, the file's format, and (ours only) its ``extra``."""
+
+    supernet: Supernet
+    format: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
+                    width_mult: float | None = None, n_classes: int | None = None,
+                    small_input: bool = False) -> LoadedCheckpoint:
+    """A supernet from our checkpoint or an OFA/CompOFA file, told apart by content; the file
+    is read once.
 
     For our files the spec inside decides, and a given ``space``/``width_mult`` must agree
     with it. For OFA files ``space`` is required; ``n_classes`` defaults to the classifier's
@@ -323,15 +359,18 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
 
     data = _read(path, "cpu")
     _check_checkpoint_content(path, data)
-    if isinstance(data, dict) and data.get("format") == FORMAT:
-        net, _ = load_supernet(path)
-        spec_space = net.space.name
-        if space is not None and space != spec_space:
-            raise UserError(f"checkpoint {path}: holds space {spec_space}, not {space}")
+    kind = checkpoint_format(data)
+    if kind == FORMAT:
+        net, extra = _from_ours(data, str(path))
+        if space is not None and space != net.space.name:
+            raise UserError(f"checkpoint {path}: holds space {net.space.name}, not {space}")
         if width_mult is not None and abs(width_mult - net.plan.width_mult) > 1e-9:
             raise UserError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
                             f"not {width_mult:g}")
-        return net
+        return LoadedCheckpoint(net, FORMAT, extra)
+    if kind is None:
+        raise UserError(f"checkpoint {path}: neither an ofa-platform supernet checkpoint nor "
+                        "an OFA/CompOFA state dict")
     if space is None:
         raise UserError(f"checkpoint {path}: an OFA-layout file needs --space")
     if n_classes is None:
@@ -345,4 +384,12 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
                               n_classes=n_classes, small_input=small_input)
     except ValueError as exc:  # bad width or class count given by the user
         raise UserError(str(exc)) from None
-    return load_ofa_checkpoint(net, data)
+    return LoadedCheckpoint(load_ofa_checkpoint(net, data), OFA_LAYOUT)
+
+
+def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
+                        width_mult: float | None = None, n_classes: int | None = None,
+                        small_input: bool = False) -> Supernet:
+    """The supernet of :func:`load_checkpoint` (either format)."""
+    return load_checkpoint(path, space=space, width_mult=width_mult, n_classes=n_classes,
+                           small_input=small_input).supernet

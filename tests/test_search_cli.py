@@ -98,6 +98,9 @@ def test_search_run_writes_table_and_mlflow_run(assets: Path, tmp_path: Path, ml
     assert run.info.status == "FINISHED"
     assert run.data.tags["ofa.kind"] == "search" and run.data.tags["ofa.strategy"] == "bottom-up"
     assert run.data.params["targets"] == "20,40" and run.data.params["space"] == "ofa_mbv3"
+    assert run.data.tags["ofa.method"] == "ofa" and "ofa.train_run_id" not in run.data.tags
+    # opened when the work starts: the run lasts at least the search it records
+    assert (run.info.end_time - run.info.start_time) / 1000 >= out["search_time_s"] > 0
     for m in ("search_time_s", "search_time_per_target_s", "evaluations", "device_hours",
               "dollars", "energy_kwh", "co2_kg", "co2_lbs"):
         assert m in run.data.metrics, m
@@ -106,10 +109,10 @@ def test_search_run_writes_table_and_mlflow_run(assets: Path, tmp_path: Path, ml
 
 
 def test_second_measured_search_measures_nothing(tmp_path: Path) -> None:
-    def request() -> SearchRequest:
+    def request(predictor: Path) -> SearchRequest:
         return SearchRequest(
             space="compofa_mbv3", targets=(1e9,), latency="measured:cpu", strategy="vanilla",
-            predictor=None, checkpoint=None, resolutions="128", generations=1,
+            predictor=str(predictor), checkpoint=None, resolutions="128", generations=1,
             population_size=4, out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"),
             n_population_rows=3, log_mlflow=False, measure_warmup=1, measure_repeats=1)
 
@@ -123,13 +126,9 @@ def test_second_measured_search_measures_nothing(tmp_path: Path) -> None:
     net = torch.nn.Sequential(torch.nn.Linear(enc.dim(codec.n_slots), 8), torch.nn.ReLU(),
                               torch.nn.Linear(8, 1))
     path = AccuracyPredictor(net.state_dict(), enc).save(tmp_path / "p.pth")
-    first = request()
-    first.predictor = str(path)
-    out1 = run_search(first)
+    out1 = run_search(request(path))
     assert out1.measurements > 0
-    second = request()
-    second.predictor = str(path)
-    out2 = run_search(second)
+    out2 = run_search(request(path))
     assert out2.measurements == 0
     assert [r.arch for r in out2.results] == [r.arch for r in out1.results]
 
@@ -166,3 +165,17 @@ def test_macs_search_states_its_unit(assets: Path, tmp_path: Path, capsys) -> No
     assert abs(row["cost"] - row["macs"] / 1e6) < 1e-6  # cost is the MAC count, in millions
     pop = pq.read_table(tmp_path / "out" / "population.parquet").to_pandas()
     assert set(pop["unit"]) == {"MMACs"}
+
+
+def test_method_and_training_run_overrides(assets: Path, tmp_path: Path, mlflow_uri: str,
+                                           capsys) -> None:  # noqa: ANN001
+    import mlflow
+
+    args = _args(assets, tmp_path, **{"--strategy": "top-down", "--followup-generations": "2"})
+    assert main(args + ["--method", "compofa_ek", "--train-run-id", "abc123", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    run = mlflow.MlflowClient(mlflow_uri).get_run(out["run_id"])
+    assert run.data.tags["ofa.method"] == "compofa_ek"
+    assert run.data.tags["ofa.train_run_id"] == "abc123"
+    assert run.data.params["generations"] == "4"
+    assert run.data.params["followup_generations"] == "2"

@@ -81,7 +81,7 @@ def test_prune_only_lowers_and_fits(ofa: Fitness) -> None:
         assert (pruned <= big).all()
 
 
-@pytest.mark.parametrize("strategy", ["top-down", "bottom-up"])
+@pytest.mark.parametrize("strategy", ["top-down+", "bottom-up+"])
 def test_warm_started_strategies_score_no_arch_twice(ofa: Fitness, strategy: str) -> None:
     scored: list[bytes] = []
 
@@ -109,13 +109,14 @@ def test_climb_stays_within_target_and_never_loses(ofa: Fitness) -> None:
 
 
 def test_strategies_within_targets_close_to_vanilla_and_faster(ofa: Fitness) -> None:
-    """The issue's goal at OFA's defaults (500 generations): every target within 0.5 points of
-    vanilla's predicted accuracy, with at most 35% of its accuracy queries (the work; the wall
-    time of the same comparison is measured side by side in benchmarks/bench_search.py)."""
+    """The issue's goal for the enhanced strategies at OFA's defaults (500 generations): every
+    target within 0.5 points of vanilla's predicted accuracy, with at most 35% of its accuracy
+    queries (the work; the wall time of the same comparison is measured side by side in
+    benchmarks/bench_search.py)."""
     cfg = EvolutionConfig()
     out, evals = {}, {}
     with single_thread():
-        for strategy in ("vanilla", "top-down", "bottom-up"):
+        for strategy in ("vanilla", "top-down+", "bottom-up+"):
             before = ofa.evaluations
             out[strategy] = run_strategy(strategy, ofa, TARGETS, seed=0, config=cfg)
             evals[strategy] = ofa.evaluations - before
@@ -128,7 +129,7 @@ def test_strategies_within_targets_close_to_vanilla_and_faster(ofa: Fitness) -> 
         for r in results:
             assert r.feasible and r.cost <= r.target, (strategy, r.target, r.cost)
     van = np.array([r.accuracy for r in out["vanilla"]])
-    for strategy in ("top-down", "bottom-up"):
+    for strategy in ("top-down+", "bottom-up+"):
         acc = np.array([r.accuracy for r in out[strategy]])
         assert (acc - van).min() >= -0.005, (strategy, acc - van)
         assert evals[strategy] <= 0.35 * evals["vanilla"], (strategy, evals)

@@ -17,10 +17,12 @@ __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ofa_platform.search.strategies import PAPER_FOLLOWUP_GENERATIONS, STRATEGIES
+
     p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
     p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
-    p.add_argument("--width-mult", type=positive_float, default=1.0,
-                   help="supernet width multiplier")
+    p.add_argument("--width-mult", type=positive_float,
+                   help="supernet width multiplier (default: the checkpoint's, else 1.0)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
     src.add_argument("--predictor", help="accuracy predictor (OFA's published file or ours)")
@@ -28,13 +30,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="lut:DIR (OFA lookup tables) | measured:cpu | measured:cuda | macs")
     p.add_argument("--targets", required=True, help="comma-separated targets, e.g. 15,20,25")
     p.add_argument("--resolutions", help="e.g. 160-224:4 (default: the space's)")
-    p.add_argument("--strategy", default="vanilla",
-                   choices=["vanilla", "top-down", "bottom-up", "exhaustive"])
+    p.add_argument("--strategy", default="vanilla", choices=list(STRATEGIES),
+                   help="vanilla: one full search per target; top-down / bottom-up: the "
+                        "multi-target paper's; top-down+ / bottom-up+: our enhanced versions; "
+                        "exhaustive: small spaces only")
     p.add_argument("--workers", type=positive_int, default=1, help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--generations", type=positive_int, default=500, help="OFA: 500")
+    p.add_argument("--generations", type=positive_int,
+                   help="generations per target (default: the space's; OFA: 500, CompOFA "
+                        "Appendix A.4: 50 fixed kernel, 300 elastic kernel)")
+    p.add_argument("--followup-generations", type=positive_int,
+                   help="top-down / bottom-up: generations of every target after the first "
+                        f"(default: the paper's {PAPER_FOLLOWUP_GENERATIONS}, at most "
+                        "--generations)")
     p.add_argument("--population-size", type=positive_int, default=100, help="OFA: 100")
     p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
     p.add_argument("--experiment", type=non_empty_text, default="search", help="MLflow experiment")
@@ -50,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="BN recalibration images")
     p.add_argument("--val-subset", type=positive_int, help="--checkpoint: validation images used")
     p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0)
+    p.add_argument("--method",
+                   help="method the run is filed under (default: the checkpoint's training "
+                        "schedule, else the space's prefix)")
+    p.add_argument("--train-run-id",
+                   help="MLflow run of the training searched (default: the checkpoint's)")
     p.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
     p.set_defaults(func=run)
 
@@ -81,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
         checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
         export=args.export, seed=args.seed, generations=args.generations,
+        followup_generations=args.followup_generations, method=args.method,
+        train_run_id=args.train_run_id,
         population_size=args.population_size, data=args.data, experiment=args.experiment,
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,

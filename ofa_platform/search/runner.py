@@ -1,19 +1,28 @@
 """One search job, end to end: validate, build the estimators, search, record, export.
 
 Everything a user can get wrong (space, resolutions, targets, latency source, predictor,
-checkpoint) is checked in :func:`prepare` before an MLflow run is started, so a bad command
-leaves no run and no files behind. :func:`execute` runs the strategy inside a tracked run
-that ends FINISHED or FAILED, meters the search's own cost, and writes the Pareto table.
+checkpoint, data spec) is checked in :func:`prepare` before an MLflow run is started, so a bad
+command leaves no run and no files behind. :func:`prepare` returns a frozen :class:`Prepared`
+value and never changes the request it was given. :func:`execute` opens the MLflow search run
+when the work starts (so the run's duration is the work: subnet evaluation for a checkpoint's
+predictor, the search, the final measurements), runs the strategy, meters the search's own
+cost, writes the Pareto table, and ends the run FINISHED or FAILED.
+
+Which method a search is filed under (``ofa.method``) and which training run it searched
+(``ofa.train_run_id``) come from the checkpoint (``extra["method"]`` and
+``extra["mlflow_run_id"]``, written by training), unless ``--method``/``--train-run-id`` say
+otherwise; a published file or a predictor search falls back to the space's prefix.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,32 +30,45 @@ from ofa_platform.errors import UserError
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
 from ofa_platform.search.resnet_genes import ResNetGeneCodec, make_codec, resnet_macs_estimator
-from search_spaces.arch import ArchConfig
 from search_spaces.blueprint import NetworkPlan, network_plan
 from search_spaces.space import SearchSpace, parse_resolutions
+
+if TYPE_CHECKING:
+    from ofa_platform.costs import EnergyMeter, HardwareSpec
+    from ofa_platform.search.population import PopulationEvaluator
+    from ofa_platform.search.predictor import AccuracyPredictor
+    from search_spaces.supernet import Supernet
 
 __all__ = ["SearchRequest", "Prepared", "SearchOutcome", "prepare", "execute", "run_search",
            "parse_targets", "LATENCY_CHOICES"]
 
 LATENCY_CHOICES = "lut:DIR | measured:cpu | measured:cuda | macs"
 
+Scorer = Callable[[np.ndarray], np.ndarray]
 
-@dataclass
+
+@dataclass(frozen=True)
 class SearchRequest:
-    """The knobs of ``ofa-platform search`` (and of a ``jobs/search.py`` YAML config)."""
+    """The knobs of ``ofa-platform search`` (and of a ``jobs/search.py`` YAML config).
+
+    ``generations`` None is the space's default (OFA's 500; CompOFA's 50 and 300 for its
+    fixed- and elastic-kernel spaces); ``followup_generations`` None is the multi-target
+    paper's 63 for its top-down and bottom-up. ``method``/``train_run_id`` override what the
+    checkpoint says. ``width_mult`` None is the checkpoint's width, else 1.0."""
 
     space: str
     targets: Sequence[float]
     latency: str
     strategy: str = "vanilla"
-    width_mult: float = 1.0
+    width_mult: float | None = None
     predictor: str | None = None
     checkpoint: str | None = None
     resolutions: str | None = None
     workers: int = 1
     export: str | None = None
     seed: int = 0
-    generations: int = 500
+    generations: int | None = None
+    followup_generations: int | None = None
     population_size: int = 100
     data: str | None = None
     experiment: str = "search"
@@ -56,6 +78,7 @@ class SearchRequest:
     batch_size: int | None = None
     hardware: str = "cpu"
     method: str | None = None
+    train_run_id: str | None = None
     n_arch_samples: int = 1000
     n_population_rows: int = 200
     calib_images: int = 2000
@@ -69,20 +92,55 @@ class SearchRequest:
     measure_threads: int | None = None  # None: 1 on a small machine (latency.default_threads)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
+    """A checked search, ready to run: built in one pass by :func:`prepare`.
+
+    ``request`` is the caller's request with its targets parsed (a new value: requests are
+    frozen). ``predictor`` is the accuracy predictor given with ``--predictor``; without one
+    (a ``--checkpoint`` search) :func:`execute` evaluates subnets of ``supernet`` and fits a
+    predictor inside the search run, because that is the search's main work. ``method`` and
+    ``train_run_id`` are what the MLflow run is filed under; ``hardware`` prices the search's
+    own device time."""
+
     request: SearchRequest
     space: SearchSpace
     codec: GeneCodec
     plan: NetworkPlan
-    fitness: Fitness
-    config: EvolutionConfig
+    efficiency: Scorer
+    unit: str
     estimator_name: str
-    supernet: Any = None
-    predictor_metrics: dict[str, float] = field(default_factory=dict)
-    train_run_id: str | None = None
+    smallest_cost: float
+    config: EvolutionConfig
+    method: str
+    train_run_id: str | None
+    hardware: HardwareSpec
+    supernet: Supernet | None = None
+    predictor: AccuracyPredictor | None = None
     prep_seconds: float = 0.0
-    meter: Any = None
+
+    @property
+    def targets(self) -> tuple[float, ...]:
+        return tuple(self.request.targets)
+
+    def with_targets(self, targets: Sequence[float]) -> Prepared:
+        """The same search for other targets (checked like the request's)."""
+        parsed = parse_targets(targets)
+        _check_feasible(parsed, self.smallest_cost, self.unit, self.space.name,
+                        self.codec.resolutions[0], self.estimator_name)
+        return replace(self, request=replace(self.request, targets=parsed))
+
+
+@dataclass(frozen=True)
+class _Accuracy:
+    """Where a search's accuracy comes from: the scorer, and for a checkpoint search the
+    predictor fitted inside the run, its held-out metrics and the evaluator (which measures
+    the chosen subnets afterwards)."""
+
+    scorer: Scorer
+    trained: AccuracyPredictor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    evaluator: PopulationEvaluator | None = None
 
 
 @dataclass
@@ -119,45 +177,44 @@ def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _space(req: SearchRequest, space: SearchSpace | None = None
-           ) -> tuple[SearchSpace, tuple[int, ...]]:
-    """The space (a checkpoint's own, e.g. with CIFAR resolutions, when given) and the
-    resolutions to search."""
+def _named_space(name: str) -> SearchSpace:
     from search_spaces.spaces import UnknownSpaceError, get_space
 
-    if space is None:
-        try:
-            space = get_space(req.space)
-        except UnknownSpaceError as exc:
-            raise UserError(str(exc)) from None
-    if req.resolutions:
-        try:
-            res = parse_resolutions(req.resolutions)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        bad = [r for r in res if r not in space.resolutions]
-        if bad or not res:
-            lo, hi = space.resolutions[0], space.resolutions[-1]
-            raise UserError(f"resolutions {list(bad) or req.resolutions} are not in space "
-                            f"{space.name} ({lo}..{hi} step 4)")
-    else:
-        res = space.resolutions
-    return space, tuple(res)
+    try:
+        return get_space(name)
+    except UnknownSpaceError as exc:
+        raise UserError(str(exc)) from None
 
 
-def _load_checkpoint(path: str, space: str, width_mult: float) -> tuple[Any, dict[str, Any]]:
+def _resolutions(req: SearchRequest, space: SearchSpace) -> tuple[int, ...]:
+    """The resolutions to search: ``--resolutions`` (each one in ``space``, which is a
+    checkpoint's own space, e.g. with CIFAR resolutions, when searching a checkpoint), else all
+    of the space's."""
+    if not req.resolutions:
+        return tuple(space.resolutions)
+    try:
+        res = parse_resolutions(req.resolutions)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    bad = [r for r in res if r not in space.resolutions]
+    if bad or not res:
+        lo, hi = space.resolutions[0], space.resolutions[-1]
+        raise UserError(f"resolutions {list(bad) or req.resolutions} are not in space "
+                        f"{space.name} ({lo}..{hi} step 4)")
+    return tuple(res)
+
+
+def _load_checkpoint(path: str, space: str, width_mult: float | None
+                     ) -> tuple[Supernet, dict[str, Any]]:
+    """The supernet and its training metadata. Whether the file is ours or an OFA/CompOFA
+    file is read from its content (our files carry a format marker; OFA's layout names no space,
+    so the request's space and width decide)."""
     if not Path(path).is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    from search_spaces.checkpoints import load_any_checkpoint, load_supernet
+    from search_spaces.checkpoints import load_checkpoint
 
-    try:
-        supernet, extra = load_supernet(path)
-    except UserError as exc:
-        if "OFA file" not in str(exc):
-            raise
-        # an OFA/CompOFA-published checkpoint: its layout names no space, the request does
-        supernet, extra = load_any_checkpoint(path, space=space, width_mult=width_mult), {}
-    return supernet, dict(extra or {})
+    loaded = load_checkpoint(path, space=space, width_mult=width_mult)
+    return loaded.supernet, dict(loaded.extra)
 
 
 def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
@@ -196,36 +253,17 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
 
 
 def prepare(req: SearchRequest) -> Prepared:
-    """Check the request and build what the search needs; raises :class:`UserError`."""
-    from ofa_platform.search.predictor import load_predictor
-    from ofa_platform.search.strategies import STRATEGIES
+    """Check the request and build what the search needs; raises :class:`UserError`. The
+    request is not modified."""
+    from ofa_platform.costs import load_hardware
+    from ofa_platform.search.strategies import STRATEGIES, default_generations
 
     t0 = time.perf_counter()
-    meter = _meter(req)  # the search's own cost starts with subnet evaluation, not after it
     targets = parse_targets(req.targets)
-    req.targets = targets
-    if req.strategy not in STRATEGIES:
-        raise UserError(f"unknown strategy {req.strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if (req.predictor is None) == (req.checkpoint is None):
-        raise UserError("give exactly one of --predictor PATH and --checkpoint PATH")
-    if req.workers < 1 or req.generations < 1 or req.population_size < 4:
-        raise UserError("workers and generations must be >= 1 and population size >= 4")
-    space, resolutions = _space(req)
-    supernet, extra = None, {}
-    if req.checkpoint:
-        supernet, extra = _load_checkpoint(req.checkpoint, req.space, req.width_mult)
-        if supernet.space.name != space.name:
-            raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
-                            f"supernet, not {space.name}")
-        space, resolutions = _space(req, supernet.space)
-        if req.method is None and isinstance(extra.get("method"), str):
-            req.method = extra["method"]  # the training schedule: training + search cost
-        plan = supernet.plan
-    else:
-        try:
-            plan = network_plan(space.family, req.width_mult)
-        except ValueError as exc:  # e.g. a width multiplier ResNet50D does not have
-            raise UserError(f"--width-mult: {exc}") from None
+    _check_knobs(req, STRATEGIES)
+    hardware = load_hardware(req.hardware)
+    space, plan, supernet, extra = _source(req)
+    resolutions = _resolutions(req, space)
     codec = make_codec(space, resolutions)
 
     def model_source() -> Any:
@@ -233,89 +271,183 @@ def prepare(req: SearchRequest) -> Prepared:
             return supernet
         from search_spaces.registry import create_supernet
 
-        return create_supernet(space, width_mult=req.width_mult)
+        return create_supernet(space, width_mult=plan.width_mult)
 
     eff = _efficiency(req, codec, plan, model_source)
-    unit = getattr(eff, "unit", "ms")
-    prepared = Prepared(request=req, space=space, codec=codec, plan=plan,
-                        fitness=Fitness(codec, accuracy=_no_accuracy, efficiency=eff,
-                                        unit=unit),
-                        config=EvolutionConfig(population_size=req.population_size,
-                                               generations=req.generations),
-                        estimator_name=getattr(eff, "name", req.latency), supernet=supernet,
-                        train_run_id=extra.get("mlflow_run_id") or extra.get("run_id"),
-                        meter=meter)
-    smallest = prepared.fitness.smallest_cost()
+    unit = str(getattr(eff, "unit", "ms"))
+    name = str(getattr(eff, "name", req.latency))
+    smallest = float(eff(codec.extreme(largest=False))[0])
+    _check_feasible(targets, smallest, unit, space.name, resolutions[0], name)
+    predictor = None
+    if req.predictor:
+        from ofa_platform.search.predictor import load_predictor
+
+        predictor = load_predictor(req.predictor, codec)
+    generations = req.generations or default_generations(space.name)
+    return Prepared(
+        request=replace(req, targets=targets), space=space, codec=codec,
+        plan=plan, efficiency=eff, unit=unit, estimator_name=name, smallest_cost=smallest,
+        config=EvolutionConfig(population_size=req.population_size, generations=generations),
+        method=_method(req, extra, space.name), train_run_id=_train_run_id(req, extra),
+        hardware=hardware, supernet=supernet, predictor=predictor,
+        prep_seconds=time.perf_counter() - t0)
+
+
+def _check_knobs(req: SearchRequest, strategies: Sequence[str]) -> None:
+    if req.strategy not in strategies:
+        raise UserError(f"unknown strategy {req.strategy!r}; choose from {', '.join(strategies)}")
+    if (req.predictor is None) == (req.checkpoint is None):
+        raise UserError("give exactly one of --predictor PATH and --checkpoint PATH")
+    if (req.workers < 1 or (req.generations is not None and req.generations < 1)
+            or (req.followup_generations is not None and req.followup_generations < 1)
+            or req.population_size < 4):
+        raise UserError("workers and generations must be >= 1 and population size >= 4")
+
+
+def _source(req: SearchRequest
+            ) -> tuple[SearchSpace, NetworkPlan, Supernet | None, dict[str, Any]]:
+    """The space, network plan, supernet and training metadata of what is searched: a
+    checkpoint's own (its space may carry CIFAR resolutions), or the named space at
+    ``width_mult`` for a predictor search."""
+    space = _named_space(req.space)
+    if not req.checkpoint:
+        width = 1.0 if req.width_mult is None else req.width_mult
+        try:
+            plan = network_plan(space.family, width)
+        except ValueError as exc:  # e.g. a width multiplier ResNet50D does not have
+            raise UserError(f"--width-mult: {exc}") from None
+        return space, plan, None, {}
+    supernet, extra = _load_checkpoint(req.checkpoint, req.space, req.width_mult)
+    if supernet.space.name != space.name:
+        raise UserError(f"checkpoint {req.checkpoint} holds a {supernet.space.name} "
+                        f"supernet, not {space.name}")
+    _check_data(req.data)
+    return supernet.space, supernet.plan, supernet, extra
+
+
+def _check_feasible(targets: Sequence[float], smallest: float, unit: str, space: str,
+                    resolution: int, estimator: str) -> None:
     low = [t for t in targets if t < smallest]
     if low:
         raise UserError(f"target {min(low):g} {unit} is infeasible: the smallest subnet of "
-                        f"{space.name} at r={resolutions[0]} costs {smallest:.3f} {unit} "
-                        f"({prepared.estimator_name})")
-    if req.predictor:
-        predictor = load_predictor(req.predictor, codec)
-        prepared.fitness.accuracy = lambda genes: predictor(codec, genes)
-    else:
-        _train_predictor_from_checkpoint(prepared)
-    prepared.prep_seconds = time.perf_counter() - t0
-    return prepared
+                        f"{space} at r={resolution} costs {smallest:.3f} {unit} ({estimator})")
 
 
-def _no_accuracy(genes: np.ndarray) -> np.ndarray:
-    raise RuntimeError("accuracy is not set up yet")
+def _check_data(data: str | None) -> None:
+    """A checkpoint search evaluates subnets on ``data``: the spec must parse and its files
+    exist before the run starts."""
+    from ofa_platform.datasets import parse_data_spec
+
+    if not data:
+        raise UserError("--checkpoint needs --data SPEC to evaluate subnets")
+    spec = parse_data_spec(data)
+    path = getattr(spec, "path", None)
+    if path is not None and not Path(path).exists():
+        raise UserError(f"data {data!r}: {path} does not exist")
 
 
-def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
-    """OFA's recipe on our supernet: evaluate sampled subnets (Ray Tune), fit the MLP."""
+def _method(req: SearchRequest, extra: dict[str, Any], space: str) -> str:
+    """What the search is filed under: ``--method``, else the training schedule the
+    checkpoint records (``method``; older checkpoints: ``schedule``), else the space's prefix
+    (a published OFA/CompOFA file, or a predictor search)."""
+    if req.method:
+        return req.method
+    for key in ("method", "schedule"):
+        value = extra.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return space.split("_")[0]
+
+
+def _train_run_id(req: SearchRequest, extra: dict[str, Any]) -> str | None:
+    if req.train_run_id:
+        return req.train_run_id
+    value = extra.get("mlflow_run_id") or extra.get("run_id")
+    return str(value) if value else None
+
+
+def _accuracy(prepared: Prepared) -> _Accuracy:
+    """The published or given predictor, or OFA's recipe on our supernet: evaluate sampled
+    subnets (Ray Tune), fit the MLP."""
+    codec = prepared.codec
+    if prepared.predictor is not None:
+        predictor = prepared.predictor
+        return _Accuracy(scorer=lambda genes: predictor(codec, genes))
     from ofa_platform.search.population import PopulationEvaluator
     from ofa_platform.search.predictor import single_thread, train_predictor
 
     req = prepared.request
-    if not req.data:
-        raise UserError("--checkpoint needs --data SPEC to evaluate subnets")
-    codec = prepared.codec
     rng = random.Random(req.seed)
     space = codec.space.with_resolutions(codec.resolutions)
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(req.n_arch_samples)))
     evaluator = PopulationEvaluator.from_request(prepared)
     accs = evaluator.evaluate(archs)
     with single_thread():  # a small MLP: one thread is fastest on a busy machine
-        predictor, metrics = train_predictor(codec, archs, accs, seed=req.seed)
-    prepared.predictor_metrics = metrics
-    prepared.fitness.accuracy = lambda genes: predictor(codec, genes)
-    prepared.evaluator = evaluator  # type: ignore[attr-defined]
-    prepared.trained_predictor = predictor  # type: ignore[attr-defined]
+        trained, metrics = train_predictor(codec, archs, accs, seed=req.seed)
+    return _Accuracy(scorer=lambda genes: trained(codec, genes), trained=trained,
+                     metrics=dict(metrics), evaluator=evaluator)
 
 
 def execute(prepared: Prepared) -> SearchOutcome:
-    """Run the strategy inside an MLflow search run (never left RUNNING) and write outputs."""
-    from ofa_platform.search.pareto import PARETO_COLUMNS, pareto_rows, write_parquet
+    """Run the search inside an MLflow search run opened now, as the work starts (never left
+    RUNNING), and write the outputs."""
+    with _search_run(prepared) as run:
+        meter = _meter(prepared)
+        accuracy = _accuracy(prepared)
+        fitness = Fitness(prepared.codec, accuracy=accuracy.scorer,
+                          efficiency=prepared.efficiency, unit=prepared.unit)
+        results, search_time = _search(prepared, fitness)
+        rows, artifacts, exported = _outputs(prepared, fitness, accuracy, results)
+        meter.stop()
+        if run is not None:
+            _log_results(prepared, fitness, accuracy, search_time, results, meter, artifacts)
+    return SearchOutcome(results=results, rows=rows, pareto_path=artifacts[0],
+                         population_path=artifacts[1],
+                         run_id=None if run is None else run.info.run_id,
+                         search_time_s=search_time, evaluations=fitness.evaluations,
+                         exported=exported, unit=fitness.unit,
+                         estimator=prepared.estimator_name, predictor_metrics=accuracy.metrics,
+                         measurements=int(getattr(fitness.efficiency, "measurements", 0)),
+                         noisy_latencies=int(getattr(fitness.efficiency, "noisy", 0)))
+
+
+def _search(prepared: Prepared, fitness: Fitness) -> tuple[list[SearchResult], float]:
     from ofa_platform.search.predictor import single_thread
     from ofa_platform.search.strategies import run_strategy
 
-    req, codec, fitness = prepared.request, prepared.codec, prepared.fitness
-    out_dir = Path(req.out_dir)
-    meter = prepared.meter or _meter(req)
+    req = prepared.request
     t0 = time.perf_counter()
     with single_thread():
-        results = run_strategy(req.strategy, fitness, req.targets, seed=req.seed,
-                               config=prepared.config, workers=req.workers)
-    search_time = time.perf_counter() - t0
+        results = run_strategy(req.strategy, fitness, prepared.targets, seed=req.seed,
+                               config=prepared.config, workers=req.workers,
+                               followup=req.followup_generations)
+    return results, time.perf_counter() - t0
+
+
+def _outputs(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy,
+             results: list[SearchResult]) -> tuple[list[dict[str, Any]], list[Path], list[Path]]:
+    """The Pareto table (with the chosen subnets' measured accuracy for a checkpoint search),
+    the population cloud, the Tune trials and the fitted predictor, and the exported subnets.
+    Returns the table rows, the artifact paths (Pareto table first, population second) and the
+    exported files."""
+    from ofa_platform.search.pareto import PARETO_COLUMNS, pareto_rows, write_parquet
+
+    req = prepared.request
+    out_dir = Path(req.out_dir)
     measured: dict[str, float] = {}
-    evaluator = getattr(prepared, "evaluator", None)
+    evaluator = accuracy.evaluator
     if evaluator is not None:
         chosen = [r.arch for r in results if r.arch is not None]
         measured = dict(zip((a.key for a in chosen), evaluator.evaluate(chosen)))
     rows = pareto_rows(results, prepared.plan, measured)
     pop_rows = _population_rows(fitness, req.seed, req.n_population_rows)
-    pareto_path = write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS)
-    population_path = write_parquet(pop_rows, out_dir / "population.parquet",
-                                    ("arch_json", "cost", "unit", "accuracy"))
-    artifacts = [pareto_path, population_path]
+    artifacts = [write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS),
+                 write_parquet(pop_rows, out_dir / "population.parquet",
+                               ("arch_json", "cost", "unit", "accuracy"))]
     if evaluator is not None and evaluator.trial_rows:  # every Tune trial, for MLflow
         artifacts.append(write_parquet(evaluator.trial_rows, out_dir / "tune_trials.parquet"))
-    trained = getattr(prepared, "trained_predictor", None)
-    if trained is not None:  # reusable with --predictor for later searches of this checkpoint
-        artifacts.append(trained.save(out_dir / "predictor.pth", prepared.predictor_metrics))
+    if accuracy.trained is not None:  # reusable with --predictor for later searches
+        artifacts.append(accuracy.trained.save(out_dir / "predictor.pth", accuracy.metrics))
     exported: list[Path] = []
     if req.export:
         from ofa_platform.search.pareto import export_subnets
@@ -324,27 +456,16 @@ def execute(prepared: Prepared) -> SearchOutcome:
         if supernet is None:
             from search_spaces.registry import create_supernet
 
-            supernet = create_supernet(codec.space, width_mult=req.width_mult)
+            supernet = create_supernet(prepared.codec.space,
+                                       width_mult=prepared.plan.width_mult)
         exported = export_subnets(results, supernet, req.export, fitness.unit)
-    meter.stop()
-    run_id = None
-    if req.log_mlflow:
-        run_id = _log_run(prepared, results, search_time, meter, artifacts)
-    return SearchOutcome(results=results, rows=rows, pareto_path=pareto_path,
-                         population_path=population_path, run_id=run_id,
-                         search_time_s=search_time, evaluations=fitness.evaluations,
-                         exported=exported, unit=fitness.unit,
-                         estimator=prepared.estimator_name,
-                         predictor_metrics=prepared.predictor_metrics,
-                         measurements=int(getattr(fitness.efficiency, "measurements", 0)),
-                         noisy_latencies=int(getattr(fitness.efficiency, "noisy", 0)))
+    return rows, artifacts, exported
 
 
-def _meter(req: SearchRequest) -> Any:
-    from ofa_platform.costs import EnergyMeter, load_hardware
+def _meter(prepared: Prepared) -> EnergyMeter:
+    from ofa_platform.costs import EnergyMeter
 
-    hw = load_hardware(req.hardware)
-    return EnergyMeter(hw, devices=req.workers).start()
+    return EnergyMeter(prepared.hardware, devices=prepared.request.workers).start()
 
 
 def _population_rows(fitness: Fitness, seed: int, n: int) -> list[dict[str, Any]]:
@@ -359,55 +480,64 @@ def _population_rows(fitness: Fitness, seed: int, n: int) -> list[dict[str, Any]
             for a, c, y in zip(fitness.codec.decode(genes), cost, acc)]
 
 
-def _method(prepared: Prepared) -> str:
+@contextmanager
+def _search_run(prepared: Prepared) -> Iterator[Any]:
+    """The MLflow search run (tags and params known before the work), or nothing with
+    ``log_mlflow=False``."""
     req = prepared.request
-    if req.method:
-        return req.method
-    return prepared.space.name.split("_")[0]
+    if not req.log_mlflow:
+        yield None
+        return
+    from ofa_platform.tracking import tracked_run
 
-
-def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float, meter: Any,
-             artifacts: list[Path]) -> str:
-    import mlflow
-
-    from ofa_platform.tracking import log_cost, tracked_run
-
-    req = prepared.request
-    tags = {"ofa.kind": "search", "ofa.method": _method(prepared), "ofa.space": req.space,
+    tags = {"ofa.kind": "search", "ofa.method": prepared.method, "ofa.space": req.space,
             "ofa.hardware": prepared.estimator_name, "ofa.strategy": req.strategy}
     if prepared.train_run_id:
-        tags["ofa.train_run_id"] = str(prepared.train_run_id)
+        tags["ofa.train_run_id"] = prepared.train_run_id
     params = {"space": req.space, "estimator": req.latency, "strategy": req.strategy,
-              "targets": ",".join(f"{t:g}" for t in req.targets), "seed": req.seed,
-              "width_mult": req.width_mult, "resolutions": ",".join(map(str,
-                                                                       prepared.codec.resolutions)),
-              "generations": req.generations, "population_size": req.population_size,
+              "targets": ",".join(f"{t:g}" for t in prepared.targets), "seed": req.seed,
+              "width_mult": prepared.plan.width_mult,
+              "resolutions": ",".join(map(str, prepared.codec.resolutions)),
+              "generations": prepared.config.generations,
+              "population_size": req.population_size,
               "accuracy_source": "predictor" if req.predictor else "checkpoint"}
+    if req.strategy in ("top-down", "bottom-up"):
+        from ofa_platform.search.strategies import followup_generations
+
+        params["followup_generations"] = followup_generations(prepared.config.generations,
+                                                              req.followup_generations)
     name = f"search-{req.space}-{req.strategy}-{int(time.time())}"
     with tracked_run(req.experiment, name, tags=tags, params=params,
                      tracking_uri=req.tracking_uri) as run:
-        metrics = {"search_time_s": search_time, "prepare_time_s": prepared.prep_seconds,
-                   "search_time_per_target_s": search_time / max(1, len(results)),
-                   "evaluations": float(prepared.fitness.evaluations),
-                   "feasible_targets": float(sum(r.feasible for r in results))}
-        metrics.update({f"predictor_{k}": v for k, v in prepared.predictor_metrics.items()
-                        if v == v})
-        metrics.update(_latency_metrics(prepared.fitness.efficiency))
-        if "latency_noisy_layers" in metrics:
-            mlflow.set_tag("ofa.latency_noisy", str(metrics["latency_noisy_layers"] > 0).lower())
-        evaluator = getattr(prepared, "evaluator", None)
-        if evaluator is not None:
-            rows = evaluator.trial_rows
-            metrics.update(
-                tune_trials=float(evaluator.trials_run),
-                tune_failed_trials=float(sum(r["status"] != "OK" for r in rows)),
-                subnets_evaluated=float(evaluator.evaluated),
-                subnet_eval_s=float(np.nansum([r["eval_s"] for r in rows])))
-        mlflow.log_metrics(metrics)
-        log_cost(meter.report())
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        return run.info.run_id
+        yield run
+
+
+def _log_results(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy, search_time: float,
+                 results: list[SearchResult], meter: EnergyMeter, artifacts: list[Path]) -> None:
+    import mlflow
+
+    from ofa_platform.tracking import log_cost
+
+    metrics = {"search_time_s": search_time, "prepare_time_s": prepared.prep_seconds,
+               "search_time_per_target_s": search_time / max(1, len(results)),
+               "evaluations": float(fitness.evaluations),
+               "feasible_targets": float(sum(r.feasible for r in results))}
+    metrics.update({f"predictor_{k}": v for k, v in accuracy.metrics.items() if v == v})
+    metrics.update(_latency_metrics(fitness.efficiency))
+    if "latency_noisy_layers" in metrics:
+        mlflow.set_tag("ofa.latency_noisy", str(metrics["latency_noisy_layers"] > 0).lower())
+    evaluator = accuracy.evaluator
+    if evaluator is not None:
+        rows = evaluator.trial_rows
+        metrics.update(
+            tune_trials=float(evaluator.trials_run),
+            tune_failed_trials=float(sum(r["status"] != "OK" for r in rows)),
+            subnets_evaluated=float(evaluator.evaluated),
+            subnet_eval_s=float(np.nansum([r["eval_s"] for r in rows])))
+    mlflow.log_metrics(metrics)
+    log_cost(meter.report())
+    for path in artifacts:
+        mlflow.log_artifact(str(path))
 
 
 def _latency_metrics(estimator: Any) -> dict[str, float]:
@@ -423,7 +553,3 @@ def _latency_metrics(estimator: Any) -> dict[str, float]:
 
 def run_search(req: SearchRequest) -> SearchOutcome:
     return execute(prepare(req))
-
-
-def archs_of(results: Sequence[SearchResult]) -> list[ArchConfig]:
-    return [r.arch for r in results if r.arch is not None]

@@ -42,7 +42,8 @@ from search_spaces.arch import ArchConfig
 from search_spaces.space import SearchSpace
 
 __all__ = ["EngineConfig", "WorkerEnv", "train_loop_per_worker", "run_plain", "plain_env",
-           "middle_arch", "eval_archs", "param_groups", "STATE_FILE", "SUPERNET_FILE"]
+           "middle_arch", "eval_archs", "param_groups", "STATE_FILE", "SUPERNET_FILE",
+           "checkpoint_provenance"]
 
 STATE_FILE = "train_state.pt"
 SUPERNET_FILE = "supernet.pt"
@@ -80,9 +81,19 @@ class EngineConfig:
     #: ``ofa_platform.data.raydata``); the driver resolves ``auto`` before Ray starts.
     data_loader: str = "memory"
     data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
+    mlflow_run_id: str | None = None  # the driver's training run, written into checkpoints
 
 
 # --------------------------------------------------------------------------- pure helpers
+def checkpoint_provenance(cfg: EngineConfig) -> dict[str, Any]:
+    """What a search of a checkpoint files itself under: the method (the schedule's name) and
+    the MLflow training run (``ofa.method`` and ``ofa.train_run_id`` on the search run)."""
+    out: dict[str, Any] = {"method": cfg.schedule.name}
+    if cfg.mlflow_run_id:
+        out["mlflow_run_id"] = cfg.mlflow_run_id
+    return out
+
+
 def middle_arch(space: SearchSpace, r: int | None = None) -> ArchConfig:
     """The 'middle' subnet: per stage the middle depth, kernel and ratio (ratio coupled to the
     depth in compound spaces); middle resolution unless ``r`` is given. A space that knows
@@ -215,7 +226,7 @@ class _Worker:
         torch.save(blob, os.path.join(d, STATE_FILE))
         save_supernet(os.path.join(d, SUPERNET_FILE), self.supernet,
                       extra={"schedule": self.schedule.name, "epoch": s.epoch,
-                             "phase_index": phase_index})
+                             "phase_index": phase_index, **checkpoint_provenance(self.cfg)})
         return d
 
     # ----------------------------------------------------------------- phases

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -528,7 +528,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
         resources["GPU"] = r.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"engine": prep.engine, "threads": max(1, int(r.cpus_per_worker))},
+        train_loop_config={"engine": replace(prep.engine, mlflow_run_id=run.info.run_id),
+                           "threads": max(1, int(r.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                      resources_per_worker=resources,
                                      placement_strategy=r.placement_strategy),
