@@ -17,21 +17,29 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ofa_platform.errors import UserError
-from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
-__all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
+__all__ = ["FORMAT", "CheckpointError", "save_supernet", "load_supernet", "load_ofa_checkpoint",
            "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict"]
 
 FORMAT = "ofa-platform-supernet"
 _VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (missing, unreadable, another space or layout).
+
+    The model layer names its own error instead of the platform's ``UserError`` so that it
+    imports nothing from ``ofa_platform`` (as timm's layers import nothing from its models);
+    the CLI prints it as one line with exit status 2, like every user error.
+    """
 
 _STATIC_BLOCK = {  # the fixed first block (OFA: a static MBConvLayer)
     "dw_conv.": "conv.depth_conv.conv.",
@@ -90,9 +98,18 @@ def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    with atomic_path(path) as tmp:
+    """``torch.save`` to a temporary sibling, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
         torch.save(obj, tmp)
-    return Path(path)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def save_ofa_checkpoint(path: str | os.PathLike[str], supernet: Supernet,
@@ -121,14 +138,14 @@ def save_supernet(path: str | os.PathLike[str], supernet: Supernet,
 def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"checkpoint {p}: no such file")
+        raise CheckpointError(f"checkpoint {p}: no such file")
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError,
             ValueError) as exc:
         text = str(exc).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
-        raise UserError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
+        raise CheckpointError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
 
 
 def load_supernet(path: str | os.PathLike[str],
@@ -138,13 +155,13 @@ def load_supernet(path: str | os.PathLike[str],
 
     data = _read(path, map_location)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UserError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
+        raise CheckpointError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
                         + (" (it looks like an OFA file; use load_ofa_checkpoint)"
                            if isinstance(data, dict) and "state_dict" in data else ""))
     try:
         net = create_supernet(**data["spec"])
     except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"checkpoint {path}: bad supernet spec ({exc})") from None
+        raise CheckpointError(f"checkpoint {path}: bad supernet spec ({exc})") from None
     _load_checked(net, data["state_dict"], str(path))
     return net, dict(data.get("extra") or {})
 
@@ -158,7 +175,7 @@ def _load_checked(net: Supernet, state: dict[str, Any], where: str) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise UserError(f"checkpoint {where}: does not match {_describe(net)} "
+        raise CheckpointError(f"checkpoint {where}: does not match {_describe(net)} "
                         f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
                         f"{(missing or unexpected)[0]})")
     _check_shapes(net, {k: (k, state[k]) for k in own}, where)
@@ -169,9 +186,9 @@ def _check_shapes(net: Supernet, named: dict[str, tuple[str, Any]], where: str) 
     own = net.state_dict()
     for k, (their_name, v) in named.items():
         if not isinstance(v, torch.Tensor):
-            raise UserError(f"checkpoint {where}: {their_name} is not a tensor")
+            raise CheckpointError(f"checkpoint {where}: {their_name} is not a tensor")
         if v.shape != own[k].shape:
-            raise UserError(
+            raise CheckpointError(
                 f"checkpoint {where}: {their_name} has shape {tuple(v.shape)}, "
                 f"{_describe(net)} expects {tuple(own[k].shape)} (another space or width?)")
 
@@ -191,10 +208,10 @@ def load_ofa_checkpoint(supernet: Supernet,
         where = str(path_or_state_dict)
         data = _read(path_or_state_dict, "cpu")
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        raise UserError(f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
+        raise CheckpointError(f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
-        raise UserError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
+        raise CheckpointError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
     state = {_normalise(k): v for k, v in state.items()}
     net_sd = supernet.state_dict()
     wanted = {ofa_key(k): k for k in net_sd}
@@ -210,14 +227,14 @@ def load_ofa_checkpoint(supernet: Supernet,
                   if not k.endswith("_matrix") and not k.endswith("num_batches_tracked")]
     if missing or extra_keys:
         example = (missing or extra_keys)[0]
-        raise UserError(f"checkpoint {where}: does not match {_describe(supernet)} "
+        raise CheckpointError(f"checkpoint {where}: does not match {_describe(supernet)} "
                         f"({len(missing)} missing, {len(extra_keys)} unexpected keys, e.g. "
                         f"{example})")
     for k in foreign_matrices:
         m = state[k]
         if not (isinstance(m, torch.Tensor) and m.dim() == 2 and m.shape[0] == m.shape[1]
                 and torch.equal(m.float(), torch.eye(m.shape[0]))):
-            raise UserError(f"checkpoint {where}: has trained kernel-transform matrices but "
+            raise CheckpointError(f"checkpoint {where}: has trained kernel-transform matrices but "
                             f"space {supernet.space.name} has none; load it into a space with "
                             "kernel_transform (e.g. ofa_mbv3)")
     _check_shapes(supernet, named, where)
@@ -249,13 +266,13 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
         net, _ = load_supernet(path)
         spec_space = net.space.name
         if space is not None and space != spec_space:
-            raise UserError(f"checkpoint {path}: holds space {spec_space}, not {space}")
+            raise CheckpointError(f"checkpoint {path}: holds space {spec_space}, not {space}")
         if width_mult is not None and abs(width_mult - net.plan.width_mult) > 1e-9:
-            raise UserError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
+            raise CheckpointError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
                             f"not {width_mult:g}")
         return net
     if space is None:
-        raise UserError(f"checkpoint {path}: an OFA-layout file needs --space")
+        raise CheckpointError(f"checkpoint {path}: an OFA-layout file needs --space")
     if n_classes is None:
         state = data.get("state_dict", data) if isinstance(data, dict) else {}
         w = state.get("classifier.linear.weight") if isinstance(state, dict) else None
@@ -264,5 +281,5 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
         net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
                               n_classes=n_classes, small_input=small_input)
     except ValueError as exc:  # bad width or class count given by the user
-        raise UserError(str(exc)) from None
+        raise CheckpointError(str(exc)) from None
     return load_ofa_checkpoint(net, data)

@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from search_spaces.arch import ArchError
+    from search_spaces.checkpoints import CheckpointError
     from search_spaces.spaces import UnknownSpaceError
 
-    return (UserError, ArchError, UnknownSpaceError)
+    return (UserError, ArchError, CheckpointError, UnknownSpaceError)
 
 
 def main(argv: list[str] | None = None) -> int:

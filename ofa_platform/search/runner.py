@@ -145,15 +145,18 @@ def _space(req: SearchRequest, space: SearchSpace | None = None
 def _load_checkpoint(path: str, space: str, width_mult: float) -> tuple[Any, dict[str, Any]]:
     if not Path(path).is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    from search_spaces.checkpoints import load_any_checkpoint, load_supernet
+    from search_spaces.checkpoints import CheckpointError, load_any_checkpoint, load_supernet
 
     try:
-        supernet, extra = load_supernet(path)
-    except UserError as exc:
-        if "OFA file" not in str(exc):
-            raise
-        # an OFA/CompOFA-published checkpoint: its layout names no space, the request does
-        supernet, extra = load_any_checkpoint(path, space=space, width_mult=width_mult), {}
+        try:
+            supernet, extra = load_supernet(path)
+        except CheckpointError as exc:
+            if "OFA file" not in str(exc):
+                raise
+            # an OFA/CompOFA-published checkpoint: its layout names no space, the request does
+            supernet, extra = load_any_checkpoint(path, space=space, width_mult=width_mult), {}
+    except CheckpointError as exc:  # the model layer's error, as the platform's
+        raise UserError(str(exc)) from None
     return supernet, dict(extra or {})
 
 

@@ -201,7 +201,7 @@ def _storage(path: str) -> str:
 
 
 def _check_checkpoint(path: str, space_name: str) -> None:
-    from search_spaces.checkpoints import load_supernet
+    from search_spaces.checkpoints import CheckpointError, load_supernet
 
     p = Path(path)
     if p.is_dir():
@@ -212,8 +212,8 @@ def _check_checkpoint(path: str, space_name: str) -> None:
         raise UserError(f"checkpoint {path}: no such file")
     try:
         supernet, _ = load_supernet(str(p))
-    except UserError:
-        raise
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from None
     if supernet.space.name != space_name:
