@@ -145,7 +145,8 @@ def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any
             ValueError) as exc:
         text = str(exc).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
-        raise CheckpointError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
+        raise CheckpointError(
+            f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
 
 
 def load_supernet(path: str | os.PathLike[str],
@@ -208,7 +209,8 @@ def load_ofa_checkpoint(supernet: Supernet,
         where = str(path_or_state_dict)
         data = _read(path_or_state_dict, "cpu")
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        raise CheckpointError(f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
+        raise CheckpointError(
+            f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")

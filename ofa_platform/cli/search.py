@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=["vanilla", "top-down", "bottom-up", "exhaustive"])
     p.add_argument("--workers", type=int, default=1, help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
+    p.add_argument("--format", choices=("export", "torchscript", "onnx"), default="export",
+                   help="--export files: torch.export (default), TorchScript or ONNX")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--generations", type=int, default=500, help="OFA: 500")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         space=args.space, targets=parse_targets(args.targets), latency=args.latency,
         strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
         checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
-        export=args.export, seed=args.seed, generations=args.generations,
+        export=args.export, export_format=args.format, seed=args.seed, generations=args.generations,
         population_size=args.population_size, data=args.data, experiment=args.experiment,
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,

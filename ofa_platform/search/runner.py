@@ -44,6 +44,7 @@ class SearchRequest:
     resolutions: str | None = None
     workers: int = 1
     export: str | None = None
+    export_format: str = "export"
     seed: int = 0
     generations: int = 500
     population_size: int = 100
@@ -199,6 +200,10 @@ def prepare(req: SearchRequest) -> Prepared:
         raise UserError(f"unknown strategy {req.strategy!r}; choose from {', '.join(STRATEGIES)}")
     if (req.predictor is None) == (req.checkpoint is None):
         raise UserError("give exactly one of --predictor PATH and --checkpoint PATH")
+    from ofa_platform.cli.extract import FORMATS
+
+    if req.export_format not in FORMATS:
+        raise UserError(f"export format {req.export_format!r}: choose from {', '.join(FORMATS)}")
     if req.workers < 1 or req.generations < 1 or req.population_size < 4:
         raise UserError("workers and generations must be >= 1 and population size >= 4")
     space, resolutions = _space(req)
@@ -313,7 +318,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
             from search_spaces.registry import create_supernet
 
             supernet = create_supernet(codec.space, width_mult=req.width_mult)
-        exported = export_subnets(results, supernet, req.export, fitness.unit)
+        exported = export_subnets(results, supernet, req.export, fitness.unit,
+                                  fmt=req.export_format)
     meter.stop()
     run_id = None
     if req.log_mlflow:
