@@ -361,8 +361,11 @@ def _tags(prep: PreparedRun) -> dict[str, str]:
 
 
 def _params(prep: PreparedRun) -> dict[str, Any]:
+    from ofa_platform.datasets import describe_spec
+
     r = prep.request
-    return {"schedule": prep.full_schedule.name, "space": prep.space, "data": r.data,
+    return {**describe_spec(prep.engine.data),
+            "schedule": prep.full_schedule.name, "space": prep.space, "data": r.data,
             "workers": r.workers, "gpus_per_worker": r.gpus_per_worker,
             "cpus_per_worker": r.cpus_per_worker, "n_devices": prep.n_devices,
             "epoch_scale": r.epoch_scale, "subset": r.subset, "seed": r.seed,
@@ -439,6 +442,7 @@ def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOut
                      f"Ray run {prep.run_name}; {prep.schedule.total_epochs} epochs in "
                      f"{len(prep.schedule.phases)} phases on {prep.n_devices} "
                      f"{'GPU' if prep.request.gpus_per_worker else 'CPU worker'}(s)")
+            progress(_data_line(prep))
             _fit_and_record(prep, run, outcome, progress)
             if outcome.error:
                 raise _JobFailed(outcome.error)
@@ -455,6 +459,17 @@ def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOut
         final = "FINISHED" if outcome.status == "FINISHED" else "FAILED"
         _close_phase_runs(prep.tracking_uri, outcome.run_id, final)
     return outcome
+
+
+def _data_line(prep: PreparedRun) -> str:
+    """The data configuration chosen, said once at the start (a path and its recipe name
+    must train alike; this line shows whether they do)."""
+    from ofa_platform.datasets import describe_spec
+
+    d = describe_spec(prep.engine.data)
+    stem = "small-input stem (stride 1)" if prep.engine.small_input else "ImageNet stem (stride 2)"
+    return (f"[ofa-train] data {prep.request.data}: resolutions {d['data_resolutions']}, "
+            f"mean {d['data_mean']}, std {d['data_std']}, {stem} ({d['data_recipe']})")
 
 
 class _JobFailed(Exception):
