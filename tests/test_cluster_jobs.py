@@ -327,41 +327,79 @@ def test_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_address("ray://head:10001")
 
 
-def test_entrypoints_ship_configs(tmp_path: Path) -> None:
-    """Configs inside the project go by path, others inline; the shell command really runs
-    (here with a stand-in jobs/ entrypoint that prints its arguments and config)."""
-    from ofa_platform.cluster import job_entrypoint
+_ECHO_JOB = """
+import json, os, sys
+def main(argv, names=None):
+    config = next(a for a in argv if a.endswith(".yaml"))
+    print(json.dumps({"cwd": os.getcwd(), "argv": argv, "names": names,
+                      "config": open(config).read()}))
+    return int(os.environ.get("ECHO_STATUS", "0"))
+"""
 
-    inside = job_entrypoint("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
-                            cwd=tmp_path)
-    assert inside.endswith('jobs/train.py jobs/train_cifar10_smoke.yaml')
 
-    root = tmp_path / "proj dir"
-    (root / "jobs").mkdir(parents=True)
-    (root / "jobs" / "echo.py").write_text(
-        "import os, sys\nprint(os.getcwd())\nprint(sys.argv[1:])\n"
-        "print(open(sys.argv[2]).read().strip())\nprint(os.environ['MLFLOW_TRACKING_URI'])\n")
-    outside = tmp_path / "my run.yaml"
-    outside.write_text("schedule: ofa\n")
-    cmd = job_entrypoint("echo", ["--config", str(outside), "--x", "a b"], root=root,
+def test_job_command_round_trips_awkward_arguments(tmp_path: Path) -> None:
+    """The job command is one argument list quoted once: arguments and paths with spaces,
+    quotes, ``$`` and backticks arrive unchanged; a config from outside the project travels
+    in the job's environment and its errors name the user's file; the job runs in the
+    project where it exists on the cluster machine, else in Ray's copy; its status is the
+    job's."""
+    import json
+
+    from ofa_platform.cluster import job_command
+
+    inside = job_command("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
                          cwd=tmp_path)
-    snapshot = tmp_path / "snapshot"          # the uploaded copy a Ray Job runs in
+    assert inside.argv == ("python", "jobs/_launch.py", "train", "jobs/train_cifar10_smoke.yaml")
+    assert inside.shown == "train jobs/train_cifar10_smoke.yaml" and not inside.files
+
+    root = tmp_path / "proj dir 'q' $HOME"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "echo.py").write_text(_ECHO_JOB)
+    shutil.copy(REPO / "jobs" / "_launch.py", root / "jobs" / "_launch.py")
+    outside = tmp_path / 'my "run" $1.yaml'
+    outside.write_text("schedule: ofa\n")
+    args = ["--config", str(outside), "--x", "a b", "it's", "$HOME", "back\\slash", '"dq"',
+            "`id`", "; rm -rf /"]
+    cmd = job_command("echo", args, root=root, cwd=tmp_path)
+    assert "base64" not in cmd.entrypoint and "OFA_JOB_DIR" not in cmd.entrypoint
+    snapshot = tmp_path / "_ray_pkg_0123abcd"          # the uploaded copy a Ray Job runs in
     shutil.copytree(root, snapshot)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "OFA_PROJECT_DIR": str(root), "OFA_JOB_FILES": json.dumps(list(cmd.files))}
+
+    def run(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd.entrypoint, shell=True, cwd=snapshot, capture_output=True,
+                              text=True, env={**env, **extra})
+
+    res = run()
     assert res.returncode == 0, res.stderr
-    cwd, argv, config, uri = res.stdout.split("\n")[:4]
-    assert Path(cwd) == root                  # runs in the project when it exists there
-    assert argv == str(["--config", f"{snapshot}/.ofa_job/0_my run.yaml", "--x", "a b"])
-    assert config == "schedule: ofa"
-    assert uri == f"sqlite:///{root}/mlflow.db"
-    shutil.rmtree(root)                       # a remote cluster: the project path is absent
-    env["MLFLOW_TRACKING_URI"] = "http://head:5000"
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr
-    cwd, _, _, uri = res.stdout.split("\n")[:4]
-    assert Path(cwd) == snapshot and uri == "http://head:5000"
-    (snapshot / "jobs" / "echo.py").write_text("import sys\nsys.exit(3)\n")
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
-    assert res.returncode == 3                # the job's status is the entrypoint's
+    out = json.loads(res.stdout)
+    copy = f"{snapshot}/.ofa_job/0_{outside.name}"
+    assert out["argv"] == ["--config", copy, *args[2:]]
+    assert out["config"] == "schedule: ofa\n" and out["names"] == {copy: str(outside)}
+    assert Path(out["cwd"]) == root                   # the project exists on this machine
+    shutil.rmtree(root)                               # a remote cluster: it does not
+    res = run()
+    assert res.returncode == 0 and Path(json.loads(res.stdout)["cwd"]) == snapshot
+    assert run(ECHO_STATUS="3").returncode == 3       # the job's status is the entrypoint's
+
+
+def test_entrypoint_refuses_a_store_inside_rays_copy(tmp_path: Path) -> None:
+    """``ray job submit --working-dir . -- python jobs/train.py x.yaml`` on a machine without
+    the project: the default MLflow store would be inside Ray's copy of the working
+    directory, so the entrypoint refuses in one line (exit 2) and writes nothing there."""
+    copy = tmp_path / "runtime_resources" / "_ray_pkg_feedbeef"
+    for name in ("ofa_platform", "search_spaces", "jobs"):
+        shutil.copytree(REPO / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "schedules"))
+    (copy / "cfg.yaml").write_text("schedule: ofa\ndata: synthetic:64\n")
+    env = {k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI",
+                                                             "OFA_STORAGE_PATH"}}
+    env.update(PYTHONPATH=str(copy), OFA_PROJECT_DIR=str(tmp_path / "no-project-here"))
+    for extra in ({}, {"MLFLOW_TRACKING_URI": f"sqlite:///{copy}/runs.db"}):
+        res = subprocess.run([sys.executable, "jobs/train.py", "cfg.yaml"], cwd=copy,
+                             capture_output=True, text=True, env={**env, **extra}, timeout=300)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert res.stderr.count("\n") == 1 and "set MLFLOW_TRACKING_URI" in res.stderr
+        assert "cfg.yaml" not in res.stderr or "_ray_pkg_" not in res.stderr
+    assert not list(copy.glob("*.db"))

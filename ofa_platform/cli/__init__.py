@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 import sys
 
-from ofa_platform.errors import UserError
+from ofa_platform.errors import ClusterError, UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -19,14 +19,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+_VERBOSE_HELP = "show Ray's and Tune's own output (worker logs, reports, tables)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand, each also taking ``--verbose`` (before or after its name)."""
     parser = _Parser(prog="ofa-platform", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", "-v", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         module.register(sub)
+    for command in sub.choices.values():  # SUPPRESS: `--verbose train` is not undone
+        taken = command._option_string_actions
+        names = [n for n in ("--verbose", "-v") if n not in taken]
+        if "--verbose" in names:
+            command.add_argument(*names, action="store_true", default=argparse.SUPPRESS,
+                                 help=_VERBOSE_HELP)
     return parser
 
 
@@ -45,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_error_types() as exc:
         print(f"ofa-platform {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"ofa-platform {args.command}: cluster error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"ofa-platform {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError:
                 raise UserError(f"--{key.replace('_', '-')} must be a number, got {value!r}")\
                     from None
-    cluster.job_entrypoint(args.job, job_args)  # unknown job / bad config path: fail before Ray
+    cluster.job_command(args.job, job_args)  # unknown job / bad config path: fail before Ray
     client = cluster.connect(args.address, args.token_file)
     job_id = cluster.submit_job(client, args.job, job_args, mlflow_uri=args.mlflow_uri,
                                 num_cpus=args.num_cpus, num_gpus=args.num_gpus)

@@ -60,10 +60,16 @@ def request_from_args(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import console
     from ofa_platform.train.runner import prepare, run_training
 
     prepared = prepare(request_from_args(args))  # UserError -> one line, exit 2
-    outcome = run_training(prepared)
+    init_ray(verbose=getattr(args, "verbose", False))
+    with console(sys.stderr if args.json else sys.stdout) as progress:
+        outcome = run_training(prepared, progress)
     if args.json:
         print(json.dumps({"run_id": outcome.run_id, "run_name": outcome.run_name,
                           "status": outcome.status, "checkpoint": outcome.checkpoint_dir,
