@@ -82,9 +82,11 @@ class LineReporter:
     """Every update as one plain line through ``emit`` (a non-terminal stream, a Ray Job's
     log, or a plain ``progress(str)`` callable given by older callers)."""
 
-    def __init__(self, emit: Callable[[str], None]) -> None:
+    def __init__(self, emit: Callable[[str], None], min_interval_s: float = 1.0) -> None:
         self._emit = emit
         self._tasks: dict[str, _Task] = {}
+        self._last: dict[str, float] = {}
+        self.min_interval_s = min_interval_s  # a search's 500 generations are not 500 lines
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
@@ -101,6 +103,11 @@ class LineReporter:
     def update(self, key: str, completed: float, status: str = "") -> None:
         with self._lock:
             t = self._tasks.get(key) or _Task(key, None, "")
+            now = time.monotonic()
+            last_of_task = t.total is not None and completed >= t.total
+            if now - self._last.get(key, -1e9) < self.min_interval_s and not last_of_task:
+                return
+            self._last[key] = now
             count = f"{completed:g}" + (f"/{t.total:g}" if t.total is not None else "")
             text = f"[{t.description}] {count}{' ' + t.unit if t.unit else ''}"
             self._emit(text + (f" {status}" if status else ""))
@@ -108,6 +115,7 @@ class LineReporter:
     def done(self, key: str) -> None:
         with self._lock:
             self._tasks.pop(key, None)
+            self._last.pop(key, None)
 
 
 class ConsoleReporter:

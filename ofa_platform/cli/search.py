@@ -59,7 +59,15 @@ def run(args: argparse.Namespace) -> int:
         hardware=args.hardware, n_arch_samples=args.arch_samples,
         calib_images=args.calib_images, val_subset=args.val_subset,
         gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
-    out = run_search(req)
+    import sys
+
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import console
+
+    if getattr(args, "verbose", False):  # else the search starts a quiet Ray if it needs one
+        init_ray(verbose=True)
+    with console(sys.stderr if args.json else sys.stdout) as progress:
+        out = run_search(req, progress)
     if args.json:
         print(json.dumps(_clean({
             "space": args.space, "strategy": args.strategy, "estimator": out.estimator,

@@ -225,9 +225,11 @@ class Archive:
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
            config: EvolutionConfig = EvolutionConfig(), generations: int | None = None,
            seed_population: np.ndarray | None = None,
-           archive: Archive | None = None) -> SearchResult:
+           archive: Archive | None = None,
+           on_generation: Callable[[int, int], None] | None = None) -> SearchResult:
     """The most accurate arch whose cost is at most ``target`` (OFA's evolution). ``archive``
-    carries scored archs between the searches of a multi-target strategy."""
+    carries scored archs between the searches of a multi-target strategy;
+    ``on_generation(done, total)`` feeds a progress display."""
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     smallest = fitness.smallest_cost()
     if smallest > target:
@@ -239,7 +241,9 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
     archive = Archive(fitness) if archive is None else archive
     acc = archive.score(pop, cost)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
-    for _ in range(n_gen):
+    for gen in range(n_gen):
+        if on_generation is not None:
+            on_generation(gen, n_gen)
         order = np.argsort(-acc, kind="stable")[:n_par]
         parents, p_acc, p_cost = pop[order], acc[order], cost[order]
         mi = rng.integers(0, n_par, n_mut)

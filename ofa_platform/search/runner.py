@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.progress import Reporter
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
@@ -187,8 +188,9 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
     raise UserError(f"--latency {spec!r}: expected {LATENCY_CHOICES}")
 
 
-def prepare(req: SearchRequest) -> Prepared:
-    """Check the request and build what the search needs; raises :class:`UserError`."""
+def prepare(req: SearchRequest, progress: Reporter | None = None) -> Prepared:
+    """Check the request and build what the search needs; raises :class:`UserError`.
+    ``progress`` shows the subnets evaluated to fit a predictor from a checkpoint."""
     from ofa_platform.search.predictor import load_predictor
     from ofa_platform.search.strategies import STRATEGIES
 
@@ -248,7 +250,7 @@ def prepare(req: SearchRequest) -> Prepared:
         predictor = load_predictor(req.predictor, codec)
         prepared.fitness.accuracy = lambda genes: predictor(codec, genes)
     else:
-        _train_predictor_from_checkpoint(prepared)
+        _train_predictor_from_checkpoint(prepared, progress)
     prepared.prep_seconds = time.perf_counter() - t0
     return prepared
 
@@ -257,7 +259,8 @@ def _no_accuracy(genes: np.ndarray) -> np.ndarray:
     raise RuntimeError("accuracy is not set up yet")
 
 
-def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
+def _train_predictor_from_checkpoint(prepared: Prepared,
+                                     progress: Reporter | None = None) -> None:
     """OFA's recipe on our supernet: evaluate sampled subnets (Ray Tune), fit the MLP."""
     from ofa_platform.search.population import PopulationEvaluator
     from ofa_platform.search.predictor import single_thread, train_predictor
@@ -270,6 +273,7 @@ def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     space = codec.space.with_resolutions(codec.resolutions)
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(req.n_arch_samples)))
     evaluator = PopulationEvaluator.from_request(prepared)
+    evaluator.progress = progress
     accs = evaluator.evaluate(archs)
     with single_thread():  # a small MLP: one thread is fastest on a busy machine
         predictor, metrics = train_predictor(codec, archs, accs, seed=req.seed)
@@ -279,7 +283,7 @@ def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     prepared.trained_predictor = predictor  # type: ignore[attr-defined]
 
 
-def execute(prepared: Prepared) -> SearchOutcome:
+def execute(prepared: Prepared, progress: Reporter | None = None) -> SearchOutcome:
     """Run the strategy inside an MLflow search run (never left RUNNING) and write outputs."""
     from ofa_platform.search.pareto import PARETO_COLUMNS, pareto_rows, write_parquet
     from ofa_platform.search.predictor import single_thread
@@ -291,7 +295,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
     t0 = time.perf_counter()
     with single_thread():
         results = run_strategy(req.strategy, fitness, req.targets, seed=req.seed,
-                               config=prepared.config, workers=req.workers)
+                               config=prepared.config, workers=req.workers,
+                               progress=progress)
     search_time = time.perf_counter() - t0
     measured: dict[str, float] = {}
     evaluator = getattr(prepared, "evaluator", None)
@@ -400,8 +405,9 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
         return run.info.run_id
 
 
-def run_search(req: SearchRequest) -> SearchOutcome:
-    return execute(prepare(req))
+def run_search(req: SearchRequest, progress: Reporter | None = None) -> SearchOutcome:
+    """:func:`prepare` then :func:`execute`, both shown on ``progress`` when given."""
+    return execute(prepare(req, progress), progress)
 
 
 def archs_of(results: Sequence[SearchResult]) -> list[ArchConfig]:

@@ -21,11 +21,12 @@ Results come back in the order the targets were given.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.progress import Reporter
 from ofa_platform.search.evolution import (
     Archive,
     EvolutionConfig,
@@ -48,22 +49,64 @@ def _rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+class _Progress:
+    """Targets done, the running target's generation and subnets scored, for a display."""
+
+    def __init__(self, progress: Reporter | None, strategy: str, targets: Sequence[float],
+                 fitness: Fitness) -> None:
+        self.progress, self.targets, self.fitness = progress, targets, fitness
+        self.done = 0
+        if progress is not None:
+            progress.task("search", f"search ({strategy})", total=len(targets), unit="targets")
+
+    def generation(self, index: int) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        progress, target = self.progress, self.targets[index]
+
+        def report(gen: int, total: int) -> None:
+            progress.update("search", self.done, f"target {target:g}: generation {gen + 1}/"
+                            f"{total}, {self.fitness.evaluations} subnets scored")
+        return report
+
+    def target_done(self, result: SearchResult) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress.update("search", self.done, f"target {result.target:g}: "
+                                 f"{result.generations} generations, "
+                                 f"{self.fitness.evaluations} subnets scored")
+
+    def all_done(self, results: list[SearchResult]) -> list[SearchResult]:
+        if self.progress is not None:
+            if results and self.done < len(results):
+                self.done = len(results) - 1
+                self.target_done(results[-1])
+            self.progress.done("search")
+        return results
+
+
 def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, seed: int,
-                 config: EvolutionConfig = EvolutionConfig(),
-                 workers: int = 1) -> list[SearchResult]:
+                 config: EvolutionConfig = EvolutionConfig(), workers: int = 1,
+                 progress: Reporter | None = None) -> list[SearchResult]:
     """Search every target with ``strategy``; ``workers > 1`` spreads vanilla's independent
-    targets over Ray tasks (the other strategies are sequential by nature)."""
+    targets over Ray tasks (the other strategies are sequential by nature). ``progress``
+    shows targets done, generations and subnets scored."""
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if not targets:
         raise UserError("no targets given")
+    shown = _Progress(progress, strategy, targets, fitness)
     if strategy == "exhaustive":
-        return _exhaustive(fitness, targets)
+        return shown.all_done(_exhaustive(fitness, targets))
     if strategy == "vanilla":
         if workers > 1 and len(targets) > 1 and _cheap(fitness):
-            return _vanilla_ray(fitness, targets, seed, config, workers)
-        return [evolve(fitness, t, seed=_rng(seed, i), config=config)
-                for i, t in enumerate(targets)]
+            return shown.all_done(_vanilla_ray(fitness, targets, seed, config, workers))
+        found = []
+        for i, t in enumerate(targets):
+            found.append(evolve(fitness, t, seed=_rng(seed, i), config=config,
+                                on_generation=shown.generation(i)))
+            shown.target_done(found[-1])
+        return shown.all_done(found)
     short = max(1, int(round(math.sqrt(config.generations))))
     descending = strategy == "top-down"
     order = sorted(range(len(targets)), key=lambda i: targets[i], reverse=descending)
@@ -74,7 +117,8 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
         t = targets[i]
         rng = _rng(seed, i)
         if previous is None or not previous.feasible:
-            res = evolve(fitness, t, seed=rng, config=config, archive=archive)
+            res = evolve(fitness, t, seed=rng, config=config, archive=archive,
+                         on_generation=shown.generation(i))
         else:
             if descending:
                 assert previous.genes is not None
@@ -94,10 +138,12 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
                 seeds = _unique_rows(fitness.codec, np.concatenate(
                     [_climb_best(fitness, archive, seeds, t, CLIMB_SEEDS), seeds]))
             res = evolve(fitness, t, seed=rng, config=config, generations=short,
-                         seed_population=seeds, archive=archive)
+                         seed_population=seeds, archive=archive,
+                         on_generation=shown.generation(i))
         results[i] = res
         previous = res
-    return [results[i] for i in range(len(targets))]
+        shown.target_done(res)
+    return shown.all_done([results[i] for i in range(len(targets))])
 
 
 def _pruned_at_each_resolution(fitness: Fitness, genes: np.ndarray, target: float,
@@ -239,10 +285,10 @@ def _vanilla_ray(fitness: Fitness, targets: Sequence[float], seed: int, config: 
     """Independent targets as Ray tasks, the fitness shipped once through the object store."""
     import ray
 
+    from ofa_platform.cluster import init_ray
     from ofa_platform.search.predictor import single_thread
 
-    if not ray.is_initialized():  # joins RAY_ADDRESS's cluster when set, else starts one
-        ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray()  # joins RAY_ADDRESS's cluster when set, else starts its own, quietly
 
     @ray.remote(num_cpus=1)
     def one(fit: Fitness, target: float, index: int) -> SearchResult:
