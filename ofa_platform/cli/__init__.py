@@ -49,8 +49,18 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, ArchError, CheckpointError, UnknownSpaceError)
 
 
+def _quiet_libraries(verbose: bool) -> None:
+    """MLflow's INFO lines ("Creating initial MLflow database tables...") only with
+    ``--verbose``; warnings and errors always."""
+    import logging
+
+    if not verbose:
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries(getattr(args, "verbose", False))
     try:
         return int(args.func(args) or 0)
     except _user_error_types() as exc:
