@@ -117,7 +117,8 @@ def auth_headers(token: str | None) -> dict[str, str]:
 def connect(address: str | None = None, token_file: str | Path | None = None) -> Any:
     """A ``JobSubmissionClient`` for the cluster, authenticated when a token is known.
 
-    Connection and authentication failures become one-line ``UserError``s naming the address.
+    Authentication failures are one-line ``UserError``s naming the address; a dashboard that
+    does not answer is a ``ClusterError`` (the cluster's fault: exit 1).
     """
     from ray.job_submission import JobSubmissionClient
 
@@ -130,9 +131,10 @@ def connect(address: str | None = None, token_file: str | Path | None = None) ->
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (start one with `ray start --head` or pass --address)" if _is_local(url) else ""
-        raise UserError(f"cannot reach the Ray dashboard at {url}{hint}: {first}") from None
+        raise ClusterError(f"cannot reach the Ray dashboard at {url}{hint}: {first}") from None
     except RuntimeError as exc:
-        raise UserError(f"Ray dashboard at {url} refused the request: {_one_line(exc)}") from None
+        raise _submission_error(exc, f"the Ray dashboard at {url} refused the request") \
+            from None
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None,
@@ -440,7 +442,7 @@ def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | 
         raise _submission_error(exc) from None
 
 
-def _submission_error(exc: BaseException) -> Exception:
+def _submission_error(exc: BaseException, what: str = "job submission refused") -> Exception:
     """Ray's refusal as one line: the cluster's fault (no agent, a port in use, the runtime
     environment failing) is a ``ClusterError`` (exit 1); anything else is the request's."""
     text = _one_line(exc)
@@ -448,7 +450,7 @@ def _submission_error(exc: BaseException) -> Exception:
               "unavailable", "503", "502", "500")
     if any(f in text.lower() for f in faults):
         return ClusterError(f"the cluster could not take the job: {text}")
-    return UserError(f"job submission refused: {text}")
+    return UserError(f"{what}: {text}")
 
 
 @dataclass(frozen=True)

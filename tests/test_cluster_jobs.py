@@ -4,6 +4,7 @@ checked, and only that cluster stopped (its own processes, found by its temp dir
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -45,6 +46,7 @@ class LocalCluster:
     temp_dir: Path
     token_file: Path
     env: dict[str, str]  # what a client needs: the token path, nothing else of ours
+    gcs_address: str = ""  # HEAD:PORT, for driver commands (RAY_ADDRESS)
 
 
 def _own_processes(temp_dir: Path) -> list:
@@ -118,7 +120,7 @@ def cluster() -> Iterator[LocalCluster]:
     try:
         _wait_for_dashboard(address, token_file.read_text(), head, temp_dir / "head.log")
         yield LocalCluster(address, temp_dir, token_file,
-                           {"RAY_AUTH_TOKEN_PATH": str(token_file)})
+                           {"RAY_AUTH_TOKEN_PATH": str(token_file)}, f"127.0.0.1:{gcs}")
     finally:
         _stop_cluster(head, temp_dir)
         log.close()
@@ -179,11 +181,14 @@ def test_bad_config_fails_fast_with_the_error_in_its_logs(cluster: LocalCluster,
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAILED" in res.stderr
     assert "epochs_typo" in res.stdout        # the config error, followed from the job's logs
+    assert f"{bad}: unknown keys epochs_typo" in res.stdout   # naming the user's file
     job_id = _job_id(res.stdout)
     logs = _cli(["jobs", "logs", job_id, "--address", cluster.address], cluster)
     assert logs.returncode == 0 and "unknown keys epochs_typo" in logs.stdout
     listed = _cli(["jobs", "list", "--address", cluster.address], cluster)
     assert job_id in listed.stdout and "FAILED" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if job_id in line)
+    assert row.endswith(f"train {bad}"), row  # the user's command, not a wrapper
     assert elapsed < 120, f"bad config took {elapsed:.0f} s to fail"
 
 
@@ -253,10 +258,10 @@ def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow
         "generations: 4\npopulation_size: 16\nseed: 0\nexperiment: e2e\n"
         f"out_dir: {tmp_path / 'search-out'}\ncache_dir: {tmp_path / 'cache'}\n")
     train_cfg = tmp_path / "smoke.yaml"
-    train_cfg.write_text(
+    train_cfg.write_text(   # no storage_path: a local cluster's default must be the project's
         "schedule: deps\ndata: synthetic:96\nworkers: 1\nepoch_scale: 0.004\nsubset: 64\n"
         "batch_size: 16\nrecal_images: 32\nval_limit: 32\nwidth_mult: 0.5\n"
-        f"experiment: e2e\nstorage_path: {tmp_path / 'ray-storage'}\n")
+        "experiment: e2e\n")
     res = _cli(["submit", "search", str(search_cfg), "--no-follow", "--address",
                 cluster.address], cluster, mlflow_uri)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -265,6 +270,11 @@ def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow
                mlflow_uri, timeout=500)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "SUCCEEDED" in res.stderr
+    checkpoint = Path(next(line for line in res.stdout.splitlines()
+                           if line.startswith("FINISHED run")).split(" checkpoint ")[1])
+    run_dir = REPO / "runs" / "ray" / checkpoint.relative_to(REPO / "runs" / "ray").parts[0]
+    assert checkpoint.is_dir() and "_ray_pkg_" not in str(checkpoint)  # in the project
+    shutil.rmtree(run_dir)
     res = _cli(["jobs", "logs", search_job, "--follow", "--address", cluster.address], cluster,
                timeout=300)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
@@ -337,14 +347,37 @@ def main(argv, names=None):
 """
 
 
+def test_driver_command_finds_the_clusters_token(cluster: LocalCluster, tmp_path: Path,
+                                                 shared_data: Path) -> None:
+    """``RAY_ADDRESS=HEAD:PORT ofa-platform search`` (targets spread over Ray tasks) against the
+    token cluster, with only ``RAY_AUTH_TOKEN_PATH`` set as for ``submit``: it joins and
+    finishes; without any token it fails in one line."""
+    assets = shared_data / "ofa_mbv3_imagenet"
+    args = ["search", "--space", "ofa_mbv3", "--width-mult", "1.2",
+            "--predictor", str(assets / "acc_predictor.pth"),
+            "--latency", f"lut:{assets / 'latency_note10'}", "--targets", "25,35",
+            "--resolutions", "160-224:4", "--generations", "2", "--population-size", "8",
+            "--workers", "2", "--no-mlflow", "--json", "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache")]
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"}}
+    env.update(HOME=str(tmp_path), RAY_ADDRESS=cluster.gcs_address)
+    res = subprocess.run([*CLI, *args], env={**env, **cluster.env}, capture_output=True,
+                         text=True, timeout=400, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert len(json.loads(res.stdout)["results"]) == 2
+    res = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=400,
+                         cwd=REPO)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    assert len(res.stderr.strip().splitlines()) <= 2 and "token" in res.stderr.lower()
+
+
 def test_job_command_round_trips_awkward_arguments(tmp_path: Path) -> None:
     """The job command is one argument list quoted once: arguments and paths with spaces,
     quotes, ``$`` and backticks arrive unchanged; a config from outside the project travels
     in the job's environment and its errors name the user's file; the job runs in the
     project where it exists on the cluster machine, else in Ray's copy; its status is the
     job's."""
-    import json
-
     from ofa_platform.cluster import job_command
 
     inside = job_command("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
