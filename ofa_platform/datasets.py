@@ -232,9 +232,9 @@ def infer_resolutions(image_size: int) -> tuple[int, ...]:
 def parquet_spec(path: Path, name: str = "") -> DataSpec:
     """The spec of ``parquet:DIR``: the recipe in the file's schema metadata, else one
     inferred from the data (image size from the first image, mean/std from the first
-    ``_STATS_ROWS`` images, small-input stem for images up to 64 px), so a path trains as
-    its recipe name does. A path that cannot be read yet keeps the defaults: loading it
-    reports the problem."""
+    ``_STATS_ROWS`` images, 128 when they are large; small-input stem for images up to
+    64 px), so a path trains as its recipe name does. A path that cannot be read yet keeps
+    the defaults: loading it reports the problem."""
     import json
 
     import pyarrow.parquet as pq
@@ -261,6 +261,9 @@ def parquet_spec(path: Path, name: str = "") -> DataSpec:
     if "image" not in pf.schema_arrow.names or pf.metadata.num_rows == 0:
         return DataSpec(kind="parquet", path=path, name=name)
     blobs = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()[:_STATS_ROWS]
+    first = _decode_all(blobs[:1], f"parquet {file}")
+    if first.shape[-1] > _SMALL_INPUT_MAX:  # large images: 128 of them hold pixels enough
+        blobs = blobs[:128]
     pixels = _decode_all(blobs, f"parquet {file}").float().div_(255.0)
     size = int(pixels.shape[-1])
     mean = tuple(round(float(v), 4) for v in pixels.mean(dim=(0, 2, 3)))

@@ -204,6 +204,7 @@ def _ProgressCallback(progress: Reporter, shards: list[list[dict[str, Any]]],  #
 
     class ProgressCallback(tune.Callback):
         def __init__(self) -> None:
+            super().__init__()
             self.done = done
 
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
