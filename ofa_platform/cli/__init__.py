@@ -53,8 +53,10 @@ def _quiet_libraries(verbose: bool) -> None:
     """MLflow's INFO lines ("Creating initial MLflow database tables...") only with
     ``--verbose``; warnings and errors always."""
     import logging
+    import os
 
     if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow loads
         logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

@@ -60,14 +60,16 @@ def run(args: argparse.Namespace) -> int:
         calib_images=args.calib_images, val_subset=args.val_subset,
         gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
     import sys
+    from contextlib import nullcontext, redirect_stdout
 
     from ofa_platform.cluster import init_ray
     from ofa_platform.progress import console
 
     if getattr(args, "verbose", False):  # else the search starts a quiet Ray if it needs one
         init_ray(verbose=True)
-    with console(sys.stderr if args.json else sys.stdout) as progress:
-        out = run_search(req, progress)
+    quiet_stdout = redirect_stdout(sys.stderr) if args.json else nullcontext()
+    with console(sys.stderr if args.json else sys.stdout) as progress, quiet_stdout:
+        out = run_search(req, progress)  # --json: stdout is the JSON alone
     if args.json:
         print(json.dumps(_clean({
             "space": args.space, "strategy": args.strategy, "estimator": out.estimator,
