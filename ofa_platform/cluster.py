@@ -445,10 +445,12 @@ def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | 
 def _submission_error(exc: BaseException, what: str = "job submission refused") -> Exception:
     """Ray's refusal as one line: the cluster's fault (no agent, a port in use, the runtime
     environment failing) is a ``ClusterError`` (exit 1); anything else is the request's."""
+    import re
+
     text = _one_line(exc)
-    faults = ("agent", "address already in use", "port", "connection", "timed out", "timeout",
-              "unavailable", "503", "502", "500")
-    if any(f in text.lower() for f in faults):
+    fault = re.compile(r"agent|already in use|connection|timed out|timeout|unavailable|"
+                       r"\b50[0-9]\b", re.IGNORECASE)
+    if fault.search(text):
         return ClusterError(f"the cluster could not take the job: {text}")
     return UserError(f"{what}: {text}")
 

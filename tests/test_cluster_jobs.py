@@ -436,3 +436,21 @@ def test_entrypoint_refuses_a_store_inside_rays_copy(tmp_path: Path) -> None:
         assert res.stderr.count("\n") == 1 and "set MLFLOW_TRACKING_URI" in res.stderr
         assert "cfg.yaml" not in res.stderr or "_ray_pkg_" not in res.stderr
     assert not list(copy.glob("*.db"))
+
+
+def test_a_cluster_fault_exits_1_in_one_line(tmp_path: Path) -> None:
+    """No dashboard behind the address (the cluster's fault, not the input's): exit 1 with the
+    cause; a runtime-environment agent that is down reads the same; a bad request is exit 2."""
+    from ofa_platform.cluster import _submission_error
+    from ofa_platform.errors import ClusterError, UserError
+
+    (port,) = _free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path)
+    res = subprocess.run([*CLI, "jobs", "--address", f"http://127.0.0.1:{port}"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 1, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "cannot reach" in res.stderr
+    agent = _submission_error(RuntimeError("Failed to start job: runtime env agent not running"))
+    assert isinstance(agent, ClusterError)
+    assert isinstance(_submission_error(RuntimeError("unsupported field 'x'")), UserError)
