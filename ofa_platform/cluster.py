@@ -199,12 +199,15 @@ def _start_local_ray(num_cpus: int | None, quiet: dict[str, Any]) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
-    try:
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
-                 dashboard_port=port, runtime_env={"env_vars": env}, **quiet)
-    except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a slow start
-        ray.shutdown()
-        raise ClusterError(f"could not start a local Ray: {_one_line(exc)}") from None
+    for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a busy machine needs two
+        try:
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
+                     dashboard_port=port, runtime_env={"env_vars": env}, **quiet)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a slow start
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise ClusterError(f"could not start a local Ray: {_one_line(exc)}") from None
     os.environ.update(env)  # the driver's own state-API calls (Ray Train's) ask it too
 
 
