@@ -195,11 +195,11 @@ def _start_local_ray(num_cpus: int | None, quiet: dict[str, Any]) -> None:
 
     import ray
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
     for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a busy machine needs two
+        with socket.socket() as sock:  # a fresh port: a failed start may still hold the last
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
         try:
             ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
                      dashboard_port=port, runtime_env={"env_vars": env}, **quiet)

@@ -128,7 +128,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def _wait_for_dashboard(address: str, token: str, head: subprocess.Popen, log: Path,
-                        timeout_s: float = 120) -> None:
+                        timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     request = urllib.request.Request(f"{address}/api/jobs/",
                                      headers={"Authorization": f"Bearer {token}"})
