@@ -15,10 +15,9 @@ kernel-transform matrices; those load as identity (a plain centre crop).
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ import torch
 
 from search_spaces.supernet import Supernet
 
-__all__ = ["FORMAT", "CheckpointError", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict"]
+__all__ = ["FORMAT", "CheckpointError", "save_supernet", "load_supernet",
+           "load_ofa_checkpoint", "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key",
+           "resnet_ofa_key", "ofa_state_dict", "load_weights_only"]
 
 FORMAT = "ofa-platform-supernet"
 _VERSION = 1
@@ -85,6 +85,43 @@ def ofa_key(key: str) -> str:
     raise KeyError(key)
 
 
+_RESNET_STEM = {"0": "input_stem.0.", "1": "input_stem.1.conv.", "2": "input_stem.2."}
+_RESNET_BLOCK = {"conv1": "conv1", "conv2": "conv2", "conv3": "conv3", "down": "downsample"}
+_RESNET_PART = re.compile(r"(?:stem\.(conv|bn)(\d)|blocks\.(\d+)\.(conv|bn|down_conv|down_bn)"
+                          r"(\d?))\.(.+)$")
+
+
+def resnet_ofa_key(key: str) -> str:
+    """OFA's ``OFAResNets`` name for our ResNet50D state-dict ``key`` (its dynamic layout:
+    ``input_stem.1.conv.conv.conv.weight``, ``blocks.N.conv1.bn.bn.weight``,
+    ``blocks.N.downsample.conv.conv.weight``, ``classifier.linear.linear.weight``)."""
+    if key.startswith("classifier."):
+        return "classifier.linear.linear." + key[len("classifier."):]
+    m = _RESNET_PART.match(key)
+    if not m:
+        raise KeyError(key)
+    stem_kind, stem_i, block, kind, conv_i, rest = m.groups()
+    if stem_kind is not None:
+        prefix, kind = _RESNET_STEM[stem_i], stem_kind
+    else:
+        part = "down" if kind.startswith("down") else f"conv{conv_i}"
+        prefix, kind = f"blocks.{block}.{_RESNET_BLOCK[part]}.", kind.removeprefix("down_")
+    return f"{prefix}{kind}.{kind}.{rest}"
+
+
+def _resnet_static_key(key: str) -> str:
+    """The same weight in OFA's static (``ResNets`` / published) layout, one level less deep:
+    ``...conv.conv.weight`` -> ``...conv.weight``, ``bn.bn.`` -> ``bn.``, ``linear.linear.`` ->
+    ``linear.`` (what ``OFAResNets.load_state_dict`` renames back)."""
+    key = key.replace("linear.linear.", "linear.").replace("bn.bn.", "bn.")
+    return key[: -len("conv.conv.weight")] + "conv.weight" if key.endswith(
+        "conv.conv.weight") else key
+
+
+def _key_fn(net: Supernet) -> Any:
+    return resnet_ofa_key if net.plan.family == "resnet" else ofa_key
+
+
 def _normalise(key: str) -> str:
     """OFA key in the current spelling: no DataParallel prefix, ``conv`` for
     ``mobile_inverted_conv``."""
@@ -94,7 +131,8 @@ def _normalise(key: str) -> str:
 
 def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
     """The supernet's state dict under OFA's names (``conv.`` style, tensors cloned)."""
-    return {ofa_key(k): v.detach().clone() for k, v in supernet.state_dict().items()}
+    key = _key_fn(supernet)
+    return {key(k): v.detach().clone() for k, v in supernet.state_dict().items()}
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -135,14 +173,28 @@ def save_supernet(path: str | os.PathLike[str], supernet: Supernet,
                          "state_dict": state, "extra": dict(extra or {})}, path)
 
 
+def load_weights_only(path: str | os.PathLike[str],
+                      map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings on stderr.
+
+    The weights-only unpickler warns about a pickle protocol it was not written for (any
+    file ``pickle.dump`` wrote) before it fails; the command then prints its one error line
+    after a two-line warning meant for torch's developers. The load's outcome (a value or an
+    exception) is unchanged.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p}: no such file")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError,
-            ValueError) as exc:
+        return load_weights_only(p, map_location)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises KeyError, TypeError, ...
+        # on text or foreign files: whatever it is, the user named a file that is not one
         text = str(exc).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
         raise CheckpointError(
@@ -216,14 +268,22 @@ def load_ofa_checkpoint(supernet: Supernet,
         raise CheckpointError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
     state = {_normalise(k): v for k, v in state.items()}
     net_sd = supernet.state_dict()
-    wanted = {ofa_key(k): k for k in net_sd}
+    key_fn = _key_fn(supernet)
+    wanted = {key_fn(k): k for k in net_sd}
+    # ResNet50D files may use OFA's static layout (one level less deep); accept either
+    static_of = ({t: _resnet_static_key(t) for t in wanted}
+                 if supernet.plan.family == "resnet" else {})
+    alias = set(static_of.values())
     named, missing = {}, []
     for theirs, ours in wanted.items():
+        static = static_of.get(theirs)
         if theirs in state:
             named[ours] = (theirs, state[theirs])
+        elif static is not None and static in state:
+            named[ours] = (static, state[static])
         elif not (theirs.endswith("_matrix") or theirs.endswith("num_batches_tracked")):
             missing.append(theirs)
-    extra_keys = [k for k in state if k not in wanted]
+    extra_keys = [k for k in state if k not in wanted and k not in alias]
     foreign_matrices = [k for k in extra_keys if k.endswith("_matrix")]
     extra_keys = [k for k in extra_keys
                   if not k.endswith("_matrix") and not k.endswith("num_batches_tracked")]
@@ -252,6 +312,25 @@ def load_ofa_checkpoint(supernet: Supernet,
     return supernet
 
 
+def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:
+    """A file that unpickles to something other than a checkpoint (a list, a bare tensor, a
+    dict without tensors) is a :class:`CheckpointError`: it used to be handed on as if it were a
+    path, and failed far from the cause."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {path}: holds a {type(data).__name__}, not a checkpoint "
+                        "(a dict with a state_dict)")
+    if data.get("format") == FORMAT:
+        if not isinstance(data.get("state_dict"), dict) or not isinstance(data.get("spec"), dict):
+            raise CheckpointError(
+                f"checkpoint {path}: an {FORMAT} file without its state_dict or spec")
+        return
+    state = data.get("state_dict", data)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise CheckpointError(
+            f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
+
+
 def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
                         width_mult: float | None = None, n_classes: int | None = None,
                         small_input: bool = False) -> Supernet:
@@ -264,6 +343,7 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
     from search_spaces.registry import create_supernet
 
     data = _read(path, "cpu")
+    _check_checkpoint_content(path, data)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         net, _ = load_supernet(path)
         spec_space = net.space.name
@@ -277,7 +357,9 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
         raise CheckpointError(f"checkpoint {path}: an OFA-layout file needs --space")
     if n_classes is None:
         state = data.get("state_dict", data) if isinstance(data, dict) else {}
-        w = state.get("classifier.linear.weight") if isinstance(state, dict) else None
+        w = None
+        if isinstance(state, dict):
+            w = state.get("classifier.linear.weight", state.get("classifier.linear.linear.weight"))
         n_classes = int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 1000
     try:
         net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
