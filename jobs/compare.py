@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import sys
 
-from ofa_platform.cli import main
+from ofa_platform.cli import main as cli_main
 
-__all__: list[str] = []
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ofa-platform compare`` with ``argv``."""
+    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
+
 
 if __name__ == "__main__":
-    sys.exit(main(["compare", *sys.argv[1:]]))
+    sys.exit(main())

@@ -18,16 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ofa_platform.errors import UserError
+from ofa_platform.errors import ClusterError, UserError
 
 __all__ = [
     "DEFAULT_ADDRESS",
     "JOB_EXCLUDES",
+    "JobCommand",
     "JobSummary",
     "auth_headers",
     "connect",
     "ensure_sqlite_store",
     "follow_job",
+    "init_ray",
+    "job_command",
     "job_entrypoint",
     "job_logs",
     "job_status",
@@ -114,7 +117,8 @@ def auth_headers(token: str | None) -> dict[str, str]:
 def connect(address: str | None = None, token_file: str | Path | None = None) -> Any:
     """A ``JobSubmissionClient`` for the cluster, authenticated when a token is known.
 
-    Connection and authentication failures become one-line ``UserError``s naming the address.
+    Authentication failures are one-line ``UserError``s naming the address; a dashboard that
+    does not answer is a ``ClusterError`` (the cluster's fault: exit 1).
     """
     from ray.job_submission import JobSubmissionClient
 
@@ -127,9 +131,84 @@ def connect(address: str | None = None, token_file: str | Path | None = None) ->
     except ConnectionError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (start one with `ray start --head` or pass --address)" if _is_local(url) else ""
-        raise UserError(f"cannot reach the Ray dashboard at {url}{hint}: {first}") from None
+        raise ClusterError(f"cannot reach the Ray dashboard at {url}{hint}: {first}") from None
     except RuntimeError as exc:
-        raise UserError(f"Ray dashboard at {url} refused the request: {_one_line(exc)}") from None
+        raise _submission_error(exc, f"the Ray dashboard at {url} refused the request") \
+            from None
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None,
+             verbose: bool = False) -> None:
+    """Start or join Ray for a driver command, quietly unless ``verbose``.
+
+    Without an address (``--address`` / ``RAY_ADDRESS``) the command starts its own local Ray
+    (``address="local"``): a bare ``ray.init()`` joins whatever cluster it finds on the
+    machine, or fails with "Found multiple active Ray instances". With one, the cluster's auth
+    token is found the way ``submit`` finds it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
+    ``~/.ray/auth_token``) and handed to Ray, which only reads it in token mode. Quiet means
+    no worker logs on the driver (Ray Train's per-report ``TrainingReport(...)`` lines) and
+    no Ray INFO logging; errors still reach the command, which says them in one line.
+    """
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    quiet: dict[str, Any] = {"log_to_driver": verbose, "configure_logging": verbose,
+                             "logging_level": logging.INFO if verbose else logging.WARNING}
+    if address in (None, "local"):
+        _start_local_ray(num_cpus, quiet)
+        return
+    if address.startswith(("http://", "https://")):
+        raise UserError(f"RAY_ADDRESS {address!r} is a dashboard URL (for submit and jobs); "
+                        "a driver command needs the cluster's GCS address, HEAD:6379")
+    token = load_token()
+    if token:
+        os.environ["RAY_AUTH_MODE"] = "token"  # the driver process's own Ray settings
+        os.environ["RAY_AUTH_TOKEN"] = token
+    try:
+        ray.init(address=address, **quiet)
+    except _auth_error_type() as exc:
+        raise UserError(_auth_message(address, token, exc)) from None
+    except (ConnectionError, TimeoutError) as exc:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") \
+            from None
+    except RuntimeError as exc:
+        if "auth" in str(exc).lower() or "token" in str(exc).lower():
+            raise UserError(_auth_message(address, token, exc)) from None
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") \
+            from None
+
+
+def _start_local_ray(num_cpus: int | None, quiet: dict[str, Any]) -> None:
+    """A local Ray of this command's own, whose workers know its dashboard.
+
+    Ray Train's controller asks the state API about its actors; without an address in its
+    environment that client scans the machine for GCS processes and, when another Ray runs
+    there (another user's, a test's), fails with "Found multiple active Ray instances". So
+    the dashboard gets a known free port and every worker of this job gets
+    ``RAY_API_SERVER_ADDRESS`` pointing at it.
+    """
+    import socket
+
+    import ray
+
+    for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a busy machine needs two
+        with socket.socket() as sock:  # a fresh port: a failed start may still hold the last
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}
+        try:
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1",
+                     dashboard_port=port, runtime_env={"env_vars": env}, **quiet)
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a slow start
+            ray.shutdown()
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise ClusterError(f"could not start a local Ray: {_one_line(exc)}") from None
+    os.environ.update(env)  # the driver's own state-API calls (Ray Train's) ask it too
 
 
 def _auth_error_type() -> type[BaseException]:
@@ -178,25 +257,43 @@ def _config_slots(args: Sequence[str]) -> list[tuple[int, str, str]]:
     return slots
 
 
-_INLINE_DIR = ".ofa_job"
+_LAUNCHER = "jobs/_launch.py"
 
 
-def _prepare_args(args: Sequence[str], root: Path,
-                  cwd: Path) -> tuple[list[str], set[int], list[str]]:
-    """Job arguments with config paths that work inside the job, the indices of those that
-    name inline copies, and the shell steps that write those copies.
+@dataclass(frozen=True)
+class JobCommand:
+    """What a Ray Job runs, as one argument list (quoted once, by :attr:`entrypoint`).
+
+    ``argv`` runs ``jobs/_launch.py JOB ARGS...`` in the uploaded copy; ``files`` are the
+    configs from outside the project, shipped in the job's environment (``OFA_JOB_FILES``)
+    instead of the command line; ``shown`` is the user's command (``train jobs/x.yaml``), the
+    one ``ofa-platform jobs`` lists.
+    """
+
+    job: str
+    argv: tuple[str, ...]
+    files: tuple[dict[str, Any], ...]
+    shown: str
+
+    @property
+    def entrypoint(self) -> str:
+        """The shell command Ray Jobs wants: ``argv`` quoted once, nothing else."""
+        import shlex
+
+        return shlex.join(self.argv)
+
+
+def _ship_configs(args: Sequence[str], root: Path,
+                  cwd: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Job arguments with config paths that work inside the job, and the configs to ship.
 
     A config inside the project is passed by its path relative to the root (the same file in
-    the project and in its uploaded copy); one outside it travels inline in the entrypoint,
-    written into ``.ofa_job/`` of the uploaded copy before the job starts. A missing config
-    fails here, before anything is submitted.
+    the project and in its uploaded copy); one outside it travels in the job's environment
+    and the launcher writes it into ``.ofa_job/`` of the copy. A missing config fails here,
+    before anything is submitted.
     """
-    import base64
-    import shlex
-
     out = list(args)
-    inline_at: set[int] = set()
-    steps: list[str] = []
+    files: list[dict[str, Any]] = []
     for n, (j, prefix, value) in enumerate(_config_slots(out)):
         path = Path(value)
         path = path if path.is_absolute() else cwd / path
@@ -211,25 +308,23 @@ def _prepare_args(args: Sequence[str], root: Path,
         if len(data) > _MAX_INLINE_CONFIG:
             raise UserError(f"config {value} is over {_MAX_INLINE_CONFIG // 1024} KiB and outside "
                             f"the project {root}; move it under jobs/")
-        inline = f"{_INLINE_DIR}/{n}_{path.name}"
-        encoded = base64.b64encode(data).decode()
-        steps.append(f"mkdir -p {_INLINE_DIR} && echo {encoded} | base64 -d > "
-                     f"{shlex.quote(inline)}")
-        out[j] = prefix + inline
-        inline_at.add(j)
-    return out, inline_at, steps
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise UserError(f"config {value} is not UTF-8 text") from None
+        files.append({"index": j, "prefix": prefix, "name": f"{n}_{path.name}",
+                      "shown": value, "text": text})
+    return out, files
 
 
-def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
-                   cwd: Path | None = None) -> str:
-    """The shell command a Ray Job runs for ``jobs/<job>.py``, arguments quoted safely.
+def job_command(job: str, args: Sequence[str], root: Path | None = None,
+                cwd: Path | None = None) -> JobCommand:
+    """The :class:`JobCommand` for ``jobs/<job>.py`` with the user's ``args``.
 
-    The code always comes from the uploaded copy of the project (``$OFA_JOB_DIR``). Where the
-    project also exists at the same path on the cluster machine (a local cluster), the job runs
-    in the project directory, so relative paths in configs (``../shared/data``, ``runs/...``)
-    mean what they mean on the user's machine, outputs land in the project, and MLflow defaults
-    to the project's SQLite store unless the job has a ``MLFLOW_TRACKING_URI``. Elsewhere it
-    runs in the uploaded copy and keeps the cluster's MLflow URI.
+    The code always comes from the uploaded copy of the project; where the project also
+    exists at the same path on the cluster machine (a local cluster), the launcher runs the
+    job in the project directory (``OFA_PROJECT_DIR``), so relative paths in configs mean
+    what they mean on the user's machine.
     """
     import shlex
 
@@ -237,18 +332,16 @@ def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
     names = known_jobs(root)
     if job not in names:
         raise UserError(f"unknown job {job!r}; choose from {', '.join(names) or '(none)'}")
-    rewritten, inline_at, steps = _prepare_args(args, root, cwd or Path.cwd())
-    quoted = [f'"$OFA_JOB_DIR"/{shlex.quote(a)}' if i in inline_at and not a.startswith("-")
-              else (f'--config="$OFA_JOB_DIR"/{shlex.quote(a.split("=", 1)[1])}'
-                    if i in inline_at else shlex.quote(a))
-              for i, a in enumerate(rewritten)]
-    here = shlex.quote(str(root))
-    prelude = 'OFA_JOB_DIR="$PWD"'
-    if not any(c in str(root) for c in '"$`\\'):
-        prelude += (f"; if [ -d {here}/jobs ]; then cd {here} && export MLFLOW_TRACKING_URI="
-                    f'"${{MLFLOW_TRACKING_URI:-sqlite:///{root}/mlflow.db}}"; fi')
-    command = " ".join(["python", f'"$OFA_JOB_DIR"/jobs/{job}.py', *quoted])
-    return "; ".join(["set -e", *steps, prelude, command])
+    rewritten, files = _ship_configs(args, root, cwd or Path.cwd())
+    return JobCommand(job=job, argv=("python", _LAUNCHER, job, *rewritten),
+                      files=tuple(files), shown=shlex.join([job, *rewritten]))
+
+
+def job_entrypoint(job: str, args: Sequence[str], root: Path | None = None,
+                   cwd: Path | None = None) -> str:
+    """The shell command a Ray Job runs for ``jobs/<job>.py``: one argument list, quoted once
+    (see :func:`job_command`)."""
+    return job_command(job, args, root, cwd).entrypoint
 
 
 def _is_local(url: str) -> bool:
@@ -256,18 +349,55 @@ def _is_local(url: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def _job_env(url: str, mlflow_uri: str | None) -> dict[str, str]:
-    """Environment for the job: the MLflow URI the job must write to, when one is known.
+def _job_env(url: str, command: JobCommand, root: Path,
+             mlflow_uri: str | None) -> dict[str, str]:
+    """Environment for the job: where its outputs go, and the configs it was given.
 
-    An explicit URI or ``MLFLOW_TRACKING_URI`` is passed through. Without either, a job keeps
-    the cluster's own ``MLFLOW_TRACKING_URI`` (set on the head by ray_cluster.yaml), or on a
-    local cluster the project's SQLite store (see ``job_entrypoint``).
+    MLflow: ``--mlflow-uri``, else ``MLFLOW_TRACKING_URI``, else on a local cluster the
+    project's SQLite store; a remote job keeps the cluster's own ``MLFLOW_TRACKING_URI`` (set
+    on the head by ray_cluster.yaml). Checkpoints: ``OFA_STORAGE_PATH``, else on a local
+    cluster the project's ``runs/ray`` (never Ray's temporary copy of the project); a remote
+    training job without it, and without ``storage_path`` in its config, is refused here,
+    before anything is submitted.
     """
+    import json
+
+    from ofa_platform.jobenv import PROJECT_ENV, STORAGE_ENV
+
+    local = _is_local(url)
+    env = {"PYTHONUNBUFFERED": "1", PROJECT_ENV: str(root)}
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    env = {"PYTHONUNBUFFERED": "1"}
+    if not uri and local:
+        uri = f"sqlite:///{root / 'mlflow.db'}"
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
+    storage = os.environ.get(STORAGE_ENV) or (str(root / "runs" / "ray") if local else None)
+    if storage:
+        env[STORAGE_ENV] = storage
+    elif command.job == "train" and not _configs_set(command, root, "storage_path"):
+        raise UserError(f"a training job on the remote cluster {url} needs shared checkpoint "
+                        f"storage: set {STORAGE_ENV} (e.g. s3://bucket/ofa) or storage_path in "
+                        "its config")
+    if command.files:
+        env["OFA_JOB_FILES"] = json.dumps(list(command.files))
     return env
+
+
+def _configs_set(command: JobCommand, root: Path, key: str) -> bool:
+    """Whether one of the job's YAML configs sets ``key``."""
+    import yaml
+
+    texts = [f["text"] for f in command.files]
+    texts += [(root / p).read_text() for _, _, p in _config_slots(list(command.argv[3:]))
+              if (root / p).is_file()]
+    for text in texts:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # the job reports its own config's syntax error
+        if isinstance(data, dict) and data.get(key):
+            return True
+    return False
 
 
 def ensure_sqlite_store(uri: str) -> None:
@@ -293,15 +423,14 @@ def ensure_sqlite_store(uri: str) -> None:
 
 def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | None = None,
                num_cpus: float | None = None, num_gpus: float | None = None,
-               root: Path | None = None) -> str:
+               root: Path | None = None, cwd: Path | None = None) -> str:
     """Submit ``jobs/<job>.py`` with the project as working_dir; returns the job id."""
     root = root or project_root()
-    entrypoint = job_entrypoint(job, args, root)
-    env = _job_env(client.get_address(), mlflow_uri)
+    cwd = cwd or Path.cwd()
+    command = job_command(job, args, root, cwd)
+    env = _job_env(client.get_address(), command, root, mlflow_uri)
     if "MLFLOW_TRACKING_URI" in env:
         ensure_sqlite_store(env["MLFLOW_TRACKING_URI"])
-    elif _is_local(client.get_address()):
-        ensure_sqlite_store(f"sqlite:///{root / 'mlflow.db'}")
     runtime_env = {"working_dir": str(root), "excludes": list(JOB_EXCLUDES), "env_vars": env}
     kwargs: dict[str, Any] = {}
     if num_cpus is not None:
@@ -309,21 +438,37 @@ def submit_job(client: Any, job: str, args: Sequence[str], *, mlflow_uri: str | 
     if num_gpus is not None:
         kwargs["entrypoint_num_gpus"] = num_gpus
     try:
-        return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                 metadata={"ofa.job": job}, **kwargs)
+        return client.submit_job(entrypoint=command.entrypoint, runtime_env=runtime_env,
+                                 metadata={"ofa.job": job, "ofa.command": command.shown},
+                                 **kwargs)
     except RuntimeError as exc:
-        raise UserError(f"job submission refused: {_one_line(exc)}") from None
+        raise _submission_error(exc) from None
+
+
+def _submission_error(exc: BaseException, what: str = "job submission refused") -> Exception:
+    """Ray's refusal as one line: the cluster's fault (no agent, a port in use, the runtime
+    environment failing) is a ``ClusterError`` (exit 1); anything else is the request's."""
+    import re
+
+    text = _one_line(exc)
+    fault = re.compile(r"agent|already in use|connection|timed out|timeout|unavailable|"
+                       r"\b50[0-9]\b", re.IGNORECASE)
+    if fault.search(text):
+        return ClusterError(f"the cluster could not take the job: {text}")
+    return UserError(f"{what}: {text}")
 
 
 @dataclass(frozen=True)
 class JobSummary:
-    """One row of ``ofa-platform jobs list``."""
+    """One row of ``ofa-platform jobs list``: ``command`` is what the user asked for
+    (``train jobs/x.yaml``; Ray's entrypoint for jobs not submitted by ``submit``)."""
 
     job_id: str
     status: str
     entrypoint: str
     start_time: float | None
     end_time: float | None
+    command: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -335,9 +480,10 @@ def list_jobs(client: Any) -> list[JobSummary]:
     rows = []
     for info in client.list_jobs():
         job_id = info.submission_id or info.job_id or "?"
+        shown = (info.metadata or {}).get("ofa.command") or info.entrypoint
         rows.append(JobSummary(job_id, str(getattr(info.status, "value", info.status)),
                                info.entrypoint, _seconds(info.start_time),
-                               _seconds(info.end_time)))
+                               _seconds(info.end_time), shown))
     return sorted(rows, key=lambda r: r.start_time or 0.0, reverse=True)
 
 

@@ -34,7 +34,8 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DataSpec", "TensorImageDataset", "ImageFileDataset",
     "DatasetSplits", "default_datasets_dir", "list_dataset_recipes", "parse_data_spec",
     "load_dataset", "train_size", "make_synthetic", "iterate_batches", "check_parquet_content",
-    "MAX_CLASSES",
+    "MAX_CLASSES", "RECIPE_METADATA_KEY", "recipe_metadata", "parquet_spec", "describe_spec",
+    "infer_resolutions",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -82,6 +83,7 @@ class DataSpec:
     n_classes: int | None = None
     image_size: int = 32
     uri: str | None = None  # a remote Parquet dataset (``s3://...``); ``path`` is then None
+    origin: str = ""  # where resolutions/normalisation/stem came from, for the run's log
 
 
 def list_dataset_recipes(datasets_dir: str | Path | None = None) -> list[str]:
@@ -155,6 +157,7 @@ def _load_recipe_local(data: dict[str, Any], path: Path, where: str,
         std=tuple(float(x) for x in data.get("std", IMAGENET_STD)),
         small_input=bool(data.get("small_input", False)),
         n_classes=data.get("n_classes"), image_size=data.get("image_size", 32),
+        origin=f"recipe {path.name}",
     )
 
 
@@ -183,6 +186,8 @@ def parse_data_spec(text: str, datasets_dir: str | Path | None = None) -> DataSp
         if kind == "parquet" and "://" in rest:
             return DataSpec(kind="parquet", uri=rest, name=rest.rstrip("/").rsplit("/", 1)[-1])
         path = Path(rest).expanduser().resolve()
+        if kind == "parquet":
+            return parquet_spec(path)
         return DataSpec(kind=kind, path=path, name=path.name)
     d = Path(datasets_dir) if datasets_dir is not None else default_datasets_dir()
     recipe = Path(text) if text.endswith((".yaml", ".yml")) else d / f"{text}.yaml"
@@ -191,6 +196,107 @@ def parse_data_spec(text: str, datasets_dir: str | Path | None = None) -> DataSp
     known = ", ".join(list_dataset_recipes(d)) or "none"
     raise UserError(f"data {text!r}: expected parquet:DIR, imagefolder:DIR, synthetic[:N] or a "
                     f"dataset recipe ({known})")
+
+
+# --------------------------------------------------------------------------- Parquet recipes
+#: Schema-metadata key of a Parquet dataset's recipe (JSON: resolutions, mean, std,
+#: small_input, image_size, n_classes), written by ``data convert`` via :func:`recipe_metadata`.
+RECIPE_METADATA_KEY = b"ofa.recipe"
+_STATS_ROWS = 1024  # images whose pixels estimate mean/std when the file carries no recipe
+_SMALL_INPUT_MAX = 64  # at most this many pixels a side, the stem keeps the size (CIFAR)
+
+
+def recipe_metadata(*, resolutions: Sequence[int], mean: Sequence[float],
+                    std: Sequence[float], small_input: bool, image_size: int,
+                    classes: Sequence[str] = ()) -> dict[bytes, bytes]:
+    """Schema metadata that makes ``parquet:DIR`` train exactly like a named recipe.
+
+    A writer (``ofa-platform data convert``) merges it into the table's schema metadata
+    (``table.replace_schema_metadata({**old, **recipe_metadata(...)})``); ``classes`` keeps
+    the comma-separated ``classes`` key the reference CIFAR-10 file already uses.
+    """
+    import json
+
+    recipe = {"resolutions": sorted({int(r) for r in resolutions}),
+              "mean": [float(x) for x in mean], "std": [float(x) for x in std],
+              "small_input": bool(small_input), "image_size": int(image_size)}
+    if len(recipe["mean"]) != 3 or len(recipe["std"]) != 3 or not recipe["resolutions"]:
+        raise ValueError("a recipe needs resolutions and three mean and std values")
+    out = {RECIPE_METADATA_KEY: json.dumps(recipe).encode()}
+    if classes:
+        out[b"classes"] = ",".join(classes).encode()
+        recipe["n_classes"] = len(classes)
+        out[RECIPE_METADATA_KEY] = json.dumps(recipe).encode()
+    return out
+
+
+def infer_resolutions(image_size: int) -> tuple[int, ...]:
+    """Training resolutions for images of ``image_size`` pixels when no recipe says.
+
+    Small images (CIFAR): 3/4 of the size up to the size, step 4, as the ``cifar10`` recipe
+    samples 24..32 for 32-px images. Large images: OFA's ImageNet range 128..224 step 4
+    (Cai et al. 2020, sec. 3.2), capped at the native size.
+    """
+    if image_size <= _SMALL_INPUT_MAX:
+        lo = max(4, int(math.ceil(image_size * 0.75 / 4)) * 4)
+        return tuple(range(lo, image_size + 1, 4)) if image_size % 4 == 0 else (image_size,)
+    top = min(224, image_size)
+    return tuple(range(128, top + 1, 4)) if top >= 128 else (image_size,)
+
+
+def parquet_spec(path: Path, name: str = "") -> DataSpec:
+    """The spec of ``parquet:DIR``: the recipe in the file's schema metadata, else one
+    inferred from the data (image size from the first image, mean/std from the first
+    ``_STATS_ROWS`` images, 128 when they are large; small-input stem for images up to
+    64 px), so a path trains as its recipe name does. A path that cannot be read yet keeps
+    the defaults: loading it reports the problem."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    file = path if path.is_file() else path / "train.parquet"
+    name = name or path.name
+    try:
+        pf = pq.ParquetFile(file)
+    except Exception:  # noqa: BLE001 - load_dataset names the missing or bad file
+        return DataSpec(kind="parquet", path=path, name=name)
+    meta = pf.schema_arrow.metadata or {}
+    if RECIPE_METADATA_KEY in meta:
+        try:
+            r = json.loads(meta[RECIPE_METADATA_KEY])
+            return DataSpec(
+                kind="parquet", path=path, name=name,
+                resolutions=_parse_resolutions(r["resolutions"], f"parquet {file} recipe"),
+                mean=tuple(float(x) for x in r["mean"]), std=tuple(float(x) for x in r["std"]),
+                small_input=bool(r["small_input"]), n_classes=r.get("n_classes"),
+                image_size=int(r["image_size"]), origin=f"recipe in {file.name}'s metadata")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"parquet {file}: bad {RECIPE_METADATA_KEY.decode()} metadata "
+                            f"({type(exc).__name__}: {exc})") from None
+    if "image" not in pf.schema_arrow.names or pf.metadata.num_rows == 0:
+        return DataSpec(kind="parquet", path=path, name=name)
+    blobs = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()[:_STATS_ROWS]
+    first = _decode_all(blobs[:1], f"parquet {file}")
+    if first.shape[-1] > _SMALL_INPUT_MAX:  # large images: 128 of them hold pixels enough
+        blobs = blobs[:128]
+    pixels = _decode_all(blobs, f"parquet {file}").float().div_(255.0)
+    size = int(pixels.shape[-1])
+    mean = tuple(round(float(v), 4) for v in pixels.mean(dim=(0, 2, 3)))
+    std = tuple(round(float(v), 4) for v in pixels.std(dim=(0, 2, 3)))
+    return DataSpec(kind="parquet", path=path, name=name, resolutions=infer_resolutions(size),
+                    mean=mean, std=std, small_input=size <= _SMALL_INPUT_MAX, image_size=size,
+                    origin=f"inferred from {len(blobs)} images of {file.name}")
+
+
+def describe_spec(spec: DataSpec) -> dict[str, str]:
+    """What a run trains with, as MLflow params and the run's first line: resolutions,
+    normalisation, stem and where they came from."""
+    res = spec.resolutions
+    return {"data_resolutions": ",".join(map(str, res)) if res else "native",
+            "data_mean": ",".join(f"{x:g}" for x in spec.mean),
+            "data_std": ",".join(f"{x:g}" for x in spec.std),
+            "data_small_input": str(spec.small_input),
+            "data_recipe": spec.origin or (f"recipe {spec.name}" if spec.name else "defaults")}
 
 
 # --------------------------------------------------------------------------- datasets

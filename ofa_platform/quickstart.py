@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ofa_platform.progress import Reporter
+
 __all__ = ["QuickstartConfig", "QuickstartResult", "run_quickstart", "spread_targets"]
 
 
@@ -63,7 +65,7 @@ def spread_targets(smallest: float, largest: float, n: int) -> tuple[float, ...]
     return tuple(up(smallest + step * (i + 1)) for i in range(n))
 
 
-def _train(cfg: QuickstartConfig, method: str, progress: Callable[[str], None]) -> Any:
+def _train(cfg: QuickstartConfig, method: str, progress: Reporter) -> Any:
     from ofa_platform.train.runner import TrainRequest, run_training
 
     request = TrainRequest(schedule=method, data=cfg.data, workers=cfg.workers,
@@ -78,8 +80,7 @@ def _train(cfg: QuickstartConfig, method: str, progress: Callable[[str], None]) 
     return outcome
 
 
-def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
-            progress: Callable[[str], None]) -> Any:
+def _search(cfg: QuickstartConfig, method: str, checkpoint: str, progress: Reporter) -> Any:
     from ofa_platform.search.runner import SearchRequest, execute, prepare
     from search_spaces.checkpoints import load_supernet
 
@@ -101,29 +102,31 @@ def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
     progress(f"[quickstart] {method}: searching {space} for "
              f"{', '.join(f'{t:g}' for t in targets)} {prepared.unit} "
              f"({prepared.request.strategy}, {prepared.estimator_name})")
-    return execute(prepared)
+    return execute(prepared, progress)
 
 
 def run_quickstart(cfg: QuickstartConfig = QuickstartConfig(),
-                   progress: Callable[[str], None] = print) -> QuickstartResult:
-    """Run every step in order; raises on the first failure (runs end FAILED, not RUNNING)."""
-    import ray
-
+                   progress: Reporter | Callable[[str], None] | None = None) -> QuickstartResult:
+    """Run every step in order; raises on the first failure (runs end FAILED, not RUNNING).
+    ``progress`` shows the steps and each step's own progress (plain lines by default)."""
     from dashboards.report import write_report
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import as_reporter
     from ofa_platform.tracking import resolve_tracking_uri
+
+    progress = as_reporter(progress)
 
     t0 = time.perf_counter()
     uri = resolve_tracking_uri(cfg.tracking_uri)
     cfg = replace(cfg, tracking_uri=uri)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        # log_to_driver carries the per-epoch progress lines; the dashboard serves the state
-        # API that Ray Train's controller polls
-        ray.init(num_cpus=max(cfg.workers, 2), configure_logging=False)
+    init_ray(num_cpus=max(cfg.workers, 2))  # quiet, unless the command started it verbose
     result = QuickstartResult(report=Path(cfg.out_dir, "report.html").resolve(),
                               tracking_uri=uri, experiment=cfg.experiment)
     steps = len(cfg.methods) * 2 + 1
+    progress.task("quickstart", "quick start", total=steps, unit="steps")
     for i, method in enumerate(cfg.methods):
+        progress.update("quickstart", 2 * i, f"train {method}")
         progress(f"[quickstart] step {2 * i + 1}/{steps}: train {method} "
                  f"({time.perf_counter() - t0:.0f}s elapsed)")
         outcome = _train(cfg, method, progress)
@@ -131,6 +134,7 @@ def run_quickstart(cfg: QuickstartConfig = QuickstartConfig(),
         from ofa_platform.train.engine import SUPERNET_FILE
 
         checkpoint = str(Path(outcome.checkpoint_dir, SUPERNET_FILE))
+        progress.update("quickstart", 2 * i + 1, f"search {method}")
         progress(f"[quickstart] step {2 * i + 2}/{steps}: search {method} "
                  f"({time.perf_counter() - t0:.0f}s elapsed)")
         found = _search(cfg, method, checkpoint, progress)
@@ -138,10 +142,13 @@ def run_quickstart(cfg: QuickstartConfig = QuickstartConfig(),
         for row in found.rows:
             progress(f"    target {row.get('target')}: latency {row.get('cost')}, "
                      f"accuracy {row.get('accuracy')}")
+    progress.update("quickstart", steps - 1, "comparison report")
     progress(f"[quickstart] step {steps}/{steps}: comparison report")
     report = write_report(cfg.experiment, result.report, tracking_uri=uri)
     from dashboards.compare import format_table
 
+    progress.update("quickstart", steps, "done")
+    progress.done("quickstart")
     progress(format_table(report.table))
     result.seconds = time.perf_counter() - t0
     return result

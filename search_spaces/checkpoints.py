@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,20 +24,27 @@ from typing import Any
 
 import torch
 
-from ofa_platform.errors import UserError
-from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
-__all__ = ["FORMAT", "OFA_LAYOUT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "load_any_checkpoint", "load_checkpoint", "LoadedCheckpoint",
-           "checkpoint_format", "ofa_key", "resnet_ofa_key", "ofa_state_dict",
-           "load_weights_only"]
+__all__ = ["FORMAT", "OFA_LAYOUT", "CheckpointError", "save_supernet", "load_supernet",
+           "load_ofa_checkpoint", "save_ofa_checkpoint", "load_any_checkpoint",
+           "load_checkpoint", "LoadedCheckpoint", "checkpoint_format", "ofa_key",
+           "resnet_ofa_key", "ofa_state_dict", "load_weights_only"]
 
 FORMAT = "ofa-platform-supernet"
 OFA_LAYOUT = "ofa"  # what checkpoint_format calls an OFA/CompOFA-published file
 _VERSION = 1
 _OFA_TOP_KEYS = ("first_conv.", "final_expand_layer.", "feature_mix_layer.", "classifier.",
                  "input_stem.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (missing, unreadable, another space or layout).
+
+    The model layer names its own error instead of the platform's ``UserError`` so that it
+    imports nothing from ``ofa_platform`` (as timm's layers import nothing from its models);
+    the CLI prints it as one line with exit status 2, like every user error.
+    """
 
 _STATIC_BLOCK = {  # the fixed first block (OFA: a static MBConvLayer)
     "dw_conv.": "conv.depth_conv.conv.",
@@ -133,9 +141,18 @@ def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    with atomic_path(path) as tmp:
+    """``torch.save`` to a temporary sibling, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
         torch.save(obj, tmp)
-    return Path(path)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def save_ofa_checkpoint(path: str | os.PathLike[str], supernet: Supernet,
@@ -178,14 +195,15 @@ def load_weights_only(path: str | os.PathLike[str],
 def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"checkpoint {p}: no such file")
+        raise CheckpointError(f"checkpoint {p}: no such file")
     try:
         return load_weights_only(p, map_location)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises KeyError, TypeError, ...
         # on text or foreign files: whatever it is, the user named a file that is not one
         text = str(exc).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
-        raise UserError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
+        raise CheckpointError(
+            f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
 
 
 def load_supernet(path: str | os.PathLike[str],
@@ -193,7 +211,7 @@ def load_supernet(path: str | os.PathLike[str],
     """Rebuild the supernet written by :func:`save_supernet`; returns it and ``extra``."""
     data = _read(path, map_location)
     if checkpoint_format(data) != FORMAT:
-        raise UserError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
+        raise CheckpointError(f"checkpoint {path}: not an ofa-platform supernet checkpoint"
                         + (" (it looks like an OFA file; use load_ofa_checkpoint)"
                            if checkpoint_format(data) == OFA_LAYOUT else ""))
     _check_checkpoint_content(path, data)
@@ -206,7 +224,7 @@ def _from_ours(data: dict[str, Any], where: str) -> tuple[Supernet, dict[str, An
     try:
         net = create_supernet(**data["spec"])
     except (TypeError, ValueError, KeyError) as exc:
-        raise UserError(f"checkpoint {where}: bad supernet spec ({exc})") from None
+        raise CheckpointError(f"checkpoint {where}: bad supernet spec ({exc})") from None
     _load_checked(net, data["state_dict"], where)
     return net, dict(data.get("extra") or {})
 
@@ -220,7 +238,7 @@ def _load_checked(net: Supernet, state: dict[str, Any], where: str) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise UserError(f"checkpoint {where}: does not match {_describe(net)} "
+        raise CheckpointError(f"checkpoint {where}: does not match {_describe(net)} "
                         f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. "
                         f"{(missing or unexpected)[0]})")
     _check_shapes(net, {k: (k, state[k]) for k in own}, where)
@@ -231,9 +249,9 @@ def _check_shapes(net: Supernet, named: dict[str, tuple[str, Any]], where: str) 
     own = net.state_dict()
     for k, (their_name, v) in named.items():
         if not isinstance(v, torch.Tensor):
-            raise UserError(f"checkpoint {where}: {their_name} is not a tensor")
+            raise CheckpointError(f"checkpoint {where}: {their_name} is not a tensor")
         if v.shape != own[k].shape:
-            raise UserError(
+            raise CheckpointError(
                 f"checkpoint {where}: {their_name} has shape {tuple(v.shape)}, "
                 f"{_describe(net)} expects {tuple(own[k].shape)} (another space or width?)")
 
@@ -253,10 +271,11 @@ def load_ofa_checkpoint(supernet: Supernet,
         where = str(path_or_state_dict)
         data = _read(path_or_state_dict, "cpu")
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        raise UserError(f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
+        raise CheckpointError(
+            f"checkpoint {where}: is an ofa-platform checkpoint; use load_supernet")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
-        raise UserError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
+        raise CheckpointError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
     state = {_normalise(k): v for k, v in state.items()}
     net_sd = supernet.state_dict()
     key_fn = _key_fn(supernet)
@@ -280,14 +299,14 @@ def load_ofa_checkpoint(supernet: Supernet,
                   if not k.endswith("_matrix") and not k.endswith("num_batches_tracked")]
     if missing or extra_keys:
         example = (missing or extra_keys)[0]
-        raise UserError(f"checkpoint {where}: does not match {_describe(supernet)} "
+        raise CheckpointError(f"checkpoint {where}: does not match {_describe(supernet)} "
                         f"({len(missing)} missing, {len(extra_keys)} unexpected keys, e.g. "
                         f"{example})")
     for k in foreign_matrices:
         m = state[k]
         if not (isinstance(m, torch.Tensor) and m.dim() == 2 and m.shape[0] == m.shape[1]
                 and torch.equal(m.float(), torch.eye(m.shape[0]))):
-            raise UserError(f"checkpoint {where}: has trained kernel-transform matrices but "
+            raise CheckpointError(f"checkpoint {where}: has trained kernel-transform matrices but "
                             f"space {supernet.space.name} has none; load it into a space with "
                             "kernel_transform (e.g. ofa_mbv3)")
     _check_shapes(supernet, named, where)
@@ -305,19 +324,21 @@ def load_ofa_checkpoint(supernet: Supernet,
 
 def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:
     """A file that unpickles to something other than a checkpoint (a list, a bare tensor, a
-    dict without tensors) is a :class:`UserError`: it used to be handed on as if it were a
+    dict without tensors) is a :class:`CheckpointError`: it used to be handed on as if it were a
     path, and failed far from the cause."""
     if not isinstance(data, dict):
-        raise UserError(f"checkpoint {path}: holds a {type(data).__name__}, not a checkpoint "
+        raise CheckpointError(f"checkpoint {path}: holds a {type(data).__name__}, not a checkpoint "
                         "(a dict with a state_dict)")
     if data.get("format") == FORMAT:
         if not isinstance(data.get("state_dict"), dict) or not isinstance(data.get("spec"), dict):
-            raise UserError(f"checkpoint {path}: an {FORMAT} file without its state_dict or spec")
+            raise CheckpointError(
+                f"checkpoint {path}: an {FORMAT} file without its state_dict or spec")
         return
     state = data.get("state_dict", data)
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor)
                                               for v in state.values()):
-        raise UserError(f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
+        raise CheckpointError(
+            f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
 
 
 def checkpoint_format(data: Any) -> str | None:
@@ -363,16 +384,16 @@ def load_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
     if kind == FORMAT:
         net, extra = _from_ours(data, str(path))
         if space is not None and space != net.space.name:
-            raise UserError(f"checkpoint {path}: holds space {net.space.name}, not {space}")
+            raise CheckpointError(f"checkpoint {path}: holds space {net.space.name}, not {space}")
         if width_mult is not None and abs(width_mult - net.plan.width_mult) > 1e-9:
-            raise UserError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
+            raise CheckpointError(f"checkpoint {path}: holds width {net.plan.width_mult:g}, "
                             f"not {width_mult:g}")
         return LoadedCheckpoint(net, FORMAT, extra)
     if kind is None:
-        raise UserError(f"checkpoint {path}: neither an ofa-platform supernet checkpoint nor "
+        raise CheckpointError(f"checkpoint {path}: neither an ofa-platform supernet checkpoint nor "
                         "an OFA/CompOFA state dict")
     if space is None:
-        raise UserError(f"checkpoint {path}: an OFA-layout file needs --space")
+        raise CheckpointError(f"checkpoint {path}: an OFA-layout file needs --space")
     if n_classes is None:
         state = data.get("state_dict", data) if isinstance(data, dict) else {}
         w = None
@@ -383,7 +404,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
         net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,
                               n_classes=n_classes, small_input=small_input)
     except ValueError as exc:  # bad width or class count given by the user
-        raise UserError(str(exc)) from None
+        raise CheckpointError(str(exc)) from None
     return LoadedCheckpoint(load_ofa_checkpoint(net, data), OFA_LAYOUT)
 
 

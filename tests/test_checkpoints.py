@@ -9,8 +9,8 @@ import pytest
 import torch
 from nets import randomize
 
-from ofa_platform.errors import UserError
 from search_spaces.checkpoints import (
+    CheckpointError,
     load_any_checkpoint,
     load_ofa_checkpoint,
     load_supernet,
@@ -104,7 +104,7 @@ def test_checkpoint_dropping_matrices_of_ofa(ofa_net: Supernet, tmp_path: Path) 
 def test_trained_matrices_into_a_space_without_them_is_an_error(ofa_net: Supernet,
                                                                  tmp_path: Path) -> None:
     path = save_ofa_checkpoint(tmp_path / "ofa.pth", ofa_net)
-    with pytest.raises(UserError, match="kernel-transform matrices"):
+    with pytest.raises(CheckpointError, match="kernel-transform matrices"):
         load_ofa_checkpoint(create_supernet("compofa_mbv3", n_classes=10), path)
 
 
@@ -142,11 +142,11 @@ def test_load_any_checkpoint_reads_both_formats(ofa_net: Supernet, tmp_path: Pat
     b = load_any_checkpoint(ours_path)
     assert a.plan.n_classes == b.plan.n_classes == 10
     same_subnet_outputs(a, b, n=2)
-    with pytest.raises(UserError, match="needs --space"):
+    with pytest.raises(CheckpointError, match="needs --space"):
         load_any_checkpoint(ofa_path)
-    with pytest.raises(UserError, match="holds space ofa_mbv3"):
+    with pytest.raises(CheckpointError, match="holds space ofa_mbv3"):
         load_any_checkpoint(ours_path, space="compofa_mbv3")
-    with pytest.raises(UserError, match="holds width 1"):
+    with pytest.raises(CheckpointError, match="holds width 1"):
         load_any_checkpoint(ours_path, width_mult=1.2)
 
 
@@ -174,10 +174,22 @@ def test_bad_checkpoints_are_user_errors(ofa_net: Supernet, tmp_path: Path) -> N
          "classifier.linear.weight has shape"),
     ]
     for fn, pattern in cases:
-        with pytest.raises(UserError, match=pattern):
+        with pytest.raises(CheckpointError, match=pattern):
             fn()
     for fn, _ in cases:  # every message is one line
         try:
             fn()
-        except UserError as exc:
+        except CheckpointError as exc:
             assert "\n" not in str(exc)
+
+
+def test_model_layer_imports_nothing_from_the_platform() -> None:
+    """``search_spaces`` is the lower layer: loading it must not load ``ofa_platform``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, search_spaces.checkpoints, search_spaces.registry; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ofa_platform'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -4,6 +4,7 @@ checked, and only that cluster stopped (its own processes, found by its temp dir
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -45,6 +46,7 @@ class LocalCluster:
     temp_dir: Path
     token_file: Path
     env: dict[str, str]  # what a client needs: the token path, nothing else of ours
+    gcs_address: str = ""  # HEAD:PORT, for driver commands (RAY_ADDRESS)
 
 
 def _own_processes(temp_dir: Path) -> list:
@@ -118,7 +120,7 @@ def cluster() -> Iterator[LocalCluster]:
     try:
         _wait_for_dashboard(address, token_file.read_text(), head, temp_dir / "head.log")
         yield LocalCluster(address, temp_dir, token_file,
-                           {"RAY_AUTH_TOKEN_PATH": str(token_file)})
+                           {"RAY_AUTH_TOKEN_PATH": str(token_file)}, f"127.0.0.1:{gcs}")
     finally:
         _stop_cluster(head, temp_dir)
         log.close()
@@ -126,7 +128,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def _wait_for_dashboard(address: str, token: str, head: subprocess.Popen, log: Path,
-                        timeout_s: float = 120) -> None:
+                        timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     request = urllib.request.Request(f"{address}/api/jobs/",
                                      headers={"Authorization": f"Bearer {token}"})
@@ -177,11 +179,14 @@ def test_bad_config_fails_fast_with_the_error_in_its_logs(cluster: LocalCluster,
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAILED" in res.stderr
     assert "epochs_typo" in res.stdout        # the config error, followed from the job's logs
+    assert f"{bad}: unknown keys epochs_typo" in res.stdout   # naming the user's file
     job_id = _job_id(res.stdout)
     logs = _cli(["jobs", "logs", job_id, "--address", cluster.address], cluster)
     assert logs.returncode == 0 and "unknown keys epochs_typo" in logs.stdout
     listed = _cli(["jobs", "list", "--address", cluster.address], cluster)
     assert job_id in listed.stdout and "FAILED" in listed.stdout
+    row = next(line for line in listed.stdout.splitlines() if job_id in line)
+    assert row.endswith(f"train {bad}"), row  # the user's command, not a wrapper
 
 
 def test_unknown_job_and_missing_config_fail_before_submitting(cluster: LocalCluster,
@@ -250,10 +255,10 @@ def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow
         "generations: 4\npopulation_size: 16\nseed: 0\nexperiment: e2e\n"
         f"out_dir: {tmp_path / 'search-out'}\ncache_dir: {tmp_path / 'cache'}\n")
     train_cfg = tmp_path / "smoke.yaml"
-    train_cfg.write_text(
+    train_cfg.write_text(   # no storage_path: a local cluster's default must be the project's
         "schedule: deps\ndata: synthetic:96\nworkers: 1\nepoch_scale: 0.004\nsubset: 64\n"
         "batch_size: 16\nrecal_images: 32\nval_limit: 32\nwidth_mult: 0.5\n"
-        f"experiment: e2e\nstorage_path: {tmp_path / 'ray-storage'}\n")
+        "experiment: e2e\n")
     res = _cli(["submit", "search", str(search_cfg), "--no-follow", "--address",
                 cluster.address], cluster, mlflow_uri)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -262,6 +267,11 @@ def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow
                mlflow_uri, timeout=500)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "SUCCEEDED" in res.stderr
+    checkpoint = Path(next(line for line in res.stdout.splitlines()
+                           if line.startswith("FINISHED run")).split(" checkpoint ")[1])
+    run_dir = REPO / "runs" / "ray" / checkpoint.relative_to(REPO / "runs" / "ray").parts[0]
+    assert checkpoint.is_dir() and "_ray_pkg_" not in str(checkpoint)  # in the project
+    shutil.rmtree(run_dir)
     res = _cli(["jobs", "logs", search_job, "--follow", "--address", cluster.address], cluster,
                timeout=300)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
@@ -324,41 +334,120 @@ def test_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_address("ray://head:10001")
 
 
-def test_entrypoints_ship_configs(tmp_path: Path) -> None:
-    """Configs inside the project go by path, others inline; the shell command really runs
-    (here with a stand-in jobs/ entrypoint that prints its arguments and config)."""
-    from ofa_platform.cluster import job_entrypoint
+_ECHO_JOB = """
+import json, os, sys
+def main(argv, names=None):
+    config = next(a for a in argv if a.endswith(".yaml"))
+    print(json.dumps({"cwd": os.getcwd(), "argv": argv, "names": names,
+                      "config": open(config).read()}))
+    return int(os.environ.get("ECHO_STATUS", "0"))
+"""
 
-    inside = job_entrypoint("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
-                            cwd=tmp_path)
-    assert inside.endswith('jobs/train.py jobs/train_cifar10_smoke.yaml')
 
-    root = tmp_path / "proj dir"
-    (root / "jobs").mkdir(parents=True)
-    (root / "jobs" / "echo.py").write_text(
-        "import os, sys\nprint(os.getcwd())\nprint(sys.argv[1:])\n"
-        "print(open(sys.argv[2]).read().strip())\nprint(os.environ['MLFLOW_TRACKING_URI'])\n")
-    outside = tmp_path / "my run.yaml"
-    outside.write_text("schedule: ofa\n")
-    cmd = job_entrypoint("echo", ["--config", str(outside), "--x", "a b"], root=root,
+def test_driver_command_finds_the_clusters_token(cluster: LocalCluster, tmp_path: Path,
+                                                 shared_data: Path) -> None:
+    """``RAY_ADDRESS=HEAD:PORT ofa-platform search`` (targets spread over Ray tasks) against the
+    token cluster, with only ``RAY_AUTH_TOKEN_PATH`` set as for ``submit``: it joins and
+    finishes; without any token it fails in one line."""
+    assets = shared_data / "ofa_mbv3_imagenet"
+    args = ["search", "--space", "ofa_mbv3", "--width-mult", "1.2",
+            "--predictor", str(assets / "acc_predictor.pth"),
+            "--latency", f"lut:{assets / 'latency_note10'}", "--targets", "25,35",
+            "--resolutions", "160-224:4", "--generations", "2", "--population-size", "8",
+            "--workers", "2", "--no-mlflow", "--json", "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache")]
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"}}
+    env.update(HOME=str(tmp_path), RAY_ADDRESS=cluster.gcs_address)
+    res = subprocess.run([*CLI, *args], env={**env, **cluster.env}, capture_output=True,
+                         text=True, timeout=400, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert len(json.loads(res.stdout)["results"]) == 2
+    res = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=400,
+                         cwd=REPO)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    assert len(res.stderr.strip().splitlines()) <= 2 and "token" in res.stderr.lower()
+
+
+def test_job_command_round_trips_awkward_arguments(tmp_path: Path) -> None:
+    """The job command is one argument list quoted once: arguments and paths with spaces,
+    quotes, ``$`` and backticks arrive unchanged; a config from outside the project travels
+    in the job's environment and its errors name the user's file; the job runs in the
+    project where it exists on the cluster machine, else in Ray's copy; its status is the
+    job's."""
+    from ofa_platform.cluster import job_command
+
+    inside = job_command("train", [str(REPO / "jobs" / "train_cifar10_smoke.yaml")],
                          cwd=tmp_path)
-    snapshot = tmp_path / "snapshot"          # the uploaded copy a Ray Job runs in
+    assert inside.argv == ("python", "jobs/_launch.py", "train", "jobs/train_cifar10_smoke.yaml")
+    assert inside.shown == "train jobs/train_cifar10_smoke.yaml" and not inside.files
+
+    root = tmp_path / "proj dir 'q' $HOME"
+    (root / "jobs").mkdir(parents=True)
+    (root / "jobs" / "echo.py").write_text(_ECHO_JOB)
+    shutil.copy(REPO / "jobs" / "_launch.py", root / "jobs" / "_launch.py")
+    outside = tmp_path / 'my "run" $1.yaml'
+    outside.write_text("schedule: ofa\n")
+    args = ["--config", str(outside), "--x", "a b", "it's", "$HOME", "back\\slash", '"dq"',
+            "`id`", "; rm -rf /"]
+    cmd = job_command("echo", args, root=root, cwd=tmp_path)
+    assert "base64" not in cmd.entrypoint and "OFA_JOB_DIR" not in cmd.entrypoint
+    snapshot = tmp_path / "_ray_pkg_0123abcd"          # the uploaded copy a Ray Job runs in
     shutil.copytree(root, snapshot)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "OFA_PROJECT_DIR": str(root), "OFA_JOB_FILES": json.dumps(list(cmd.files))}
+
+    def run(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd.entrypoint, shell=True, cwd=snapshot, capture_output=True,
+                              text=True, env={**env, **extra})
+
+    res = run()
     assert res.returncode == 0, res.stderr
-    cwd, argv, config, uri = res.stdout.split("\n")[:4]
-    assert Path(cwd) == root                  # runs in the project when it exists there
-    assert argv == str(["--config", f"{snapshot}/.ofa_job/0_my run.yaml", "--x", "a b"])
-    assert config == "schedule: ofa"
-    assert uri == f"sqlite:///{root}/mlflow.db"
-    shutil.rmtree(root)                       # a remote cluster: the project path is absent
-    env["MLFLOW_TRACKING_URI"] = "http://head:5000"
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr
-    cwd, _, _, uri = res.stdout.split("\n")[:4]
-    assert Path(cwd) == snapshot and uri == "http://head:5000"
-    (snapshot / "jobs" / "echo.py").write_text("import sys\nsys.exit(3)\n")
-    res = subprocess.run(cmd, shell=True, cwd=snapshot, capture_output=True, text=True, env=env)
-    assert res.returncode == 3                # the job's status is the entrypoint's
+    out = json.loads(res.stdout)
+    copy = f"{snapshot}/.ofa_job/0_{outside.name}"
+    assert out["argv"] == ["--config", copy, *args[2:]]
+    assert out["config"] == "schedule: ofa\n" and out["names"] == {copy: str(outside)}
+    assert Path(out["cwd"]) == root                   # the project exists on this machine
+    shutil.rmtree(root)                               # a remote cluster: it does not
+    res = run()
+    assert res.returncode == 0 and Path(json.loads(res.stdout)["cwd"]) == snapshot
+    assert run(ECHO_STATUS="3").returncode == 3       # the job's status is the entrypoint's
+
+
+def test_entrypoint_refuses_a_store_inside_rays_copy(tmp_path: Path) -> None:
+    """``ray job submit --working-dir . -- python jobs/train.py x.yaml`` on a machine without
+    the project: the default MLflow store would be inside Ray's copy of the working
+    directory, so the entrypoint refuses in one line (exit 2) and writes nothing there."""
+    copy = tmp_path / "runtime_resources" / "_ray_pkg_feedbeef"
+    for name in ("ofa_platform", "search_spaces", "jobs"):
+        shutil.copytree(REPO / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "schedules"))
+    (copy / "cfg.yaml").write_text("schedule: ofa\ndata: synthetic:64\n")
+    env = {k: v for k, v in os.environ.items() if k not in {"MLFLOW_TRACKING_URI",
+                                                             "OFA_STORAGE_PATH"}}
+    env.update(PYTHONPATH=str(copy), OFA_PROJECT_DIR=str(tmp_path / "no-project-here"))
+    for extra in ({}, {"MLFLOW_TRACKING_URI": f"sqlite:///{copy}/runs.db"}):
+        res = subprocess.run([sys.executable, "jobs/train.py", "cfg.yaml"], cwd=copy,
+                             capture_output=True, text=True, env={**env, **extra}, timeout=300)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert res.stderr.count("\n") == 1 and "set MLFLOW_TRACKING_URI" in res.stderr
+        assert "cfg.yaml" not in res.stderr or "_ray_pkg_" not in res.stderr
+    assert not list(copy.glob("*.db"))
+
+
+def test_a_cluster_fault_exits_1_in_one_line(tmp_path: Path) -> None:
+    """No dashboard behind the address (the cluster's fault, not the input's): exit 1 with the
+    cause; a runtime-environment agent that is down reads the same; a bad request is exit 2."""
+    from ofa_platform.cluster import _submission_error
+    from ofa_platform.errors import ClusterError, UserError
+
+    (port,) = _free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path)
+    res = subprocess.run([*CLI, "jobs", "--address", f"http://127.0.0.1:{port}"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 1, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "cannot reach" in res.stderr
+    agent = _submission_error(RuntimeError("Failed to start job: runtime env agent not running"))
+    assert isinstance(agent, ClusterError)
+    assert isinstance(_submission_error(RuntimeError("unsupported field 'x'")), UserError)

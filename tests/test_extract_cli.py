@@ -98,3 +98,62 @@ def test_extract_human_output_and_bad_input(trained, tmp_path: Path, capsys) -> 
                  "--out", str(out)]) == 2
     assert "neither JSON nor an existing file" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+_RUN_ONNX = """
+import sys
+for name in ("search_spaces", "ofa_platform", "torch"):
+    sys.modules[name] = None
+import numpy as np, onnx, onnxruntime as ort
+path, x_path, y_path = sys.argv[1:]
+meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+y = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+    None, {"image": np.load(x_path)})[0]
+np.save(y_path, y)
+print(meta["opset"], meta["resolution"], meta["space"])
+"""
+
+
+def test_extract_onnx_matches_pytorch(trained, tmp_path: Path, capsys) -> None:
+    """The ONNX file, run by onnxruntime without torch or this project, gives the PyTorch
+    subnet's outputs within 1e-4, at another batch size than the export's; its metadata
+    records the opset and the resolution."""
+    import numpy as np
+
+    from ofa_platform.cli.extract import ONNX_OPSET
+
+    net, ours, _ = trained
+    arch = net.space.sample(random.Random("onnx")).replace(r=128)
+    out = tmp_path / "sub.onnx"
+    assert main(["extract", "--checkpoint", str(ours), "--arch", json.dumps(arch.to_dict()),
+                 "--out", str(out), "--format", "onnx", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["onnx_opset"] == ONNX_OPSET and report["onnx_max_abs_diff"] < 1e-4
+    x = torch.randn(5, 3, 128, 128)
+    np.save(tmp_path / "x.npy", x.numpy())
+    res = subprocess.run([sys.executable, "-c", _RUN_ONNX, str(out), str(tmp_path / "x.npy"),
+                          str(tmp_path / "y.npy")], capture_output=True, text=True,
+                         timeout=300, check=True)
+    assert res.stdout.split() == [str(ONNX_OPSET), "128", "ofa_mbv3"]
+    with torch.no_grad():
+        want = net.extract(arch).eval()(x).numpy()
+    got = np.load(tmp_path / "y.npy")
+    assert got.shape == want.shape and float(abs(got - want).max()) < 1e-4
+
+
+def test_search_exports_onnx(shared_data: Path, tmp_path: Path, capsys) -> None:
+    """``search --export DIR --format onnx``: one ONNX file per target beside its sidecar,
+    whose recorded onnxruntime-vs-PyTorch difference is under 1e-4."""
+    assets = shared_data / "ofa_mbv3_imagenet"
+    argv = ["search", "--space", "ofa_mbv3", "--width-mult", "1.2",
+            "--predictor", str(assets / "acc_predictor.pth"),
+            "--latency", f"lut:{assets / 'latency_note10'}", "--targets", "30",
+            "--resolutions", "160", "--strategy", "vanilla", "--generations", "2",
+            "--population-size", "8", "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache"), "--no-mlflow", "--json",
+            "--export", str(tmp_path / "subnets"), "--format", "onnx"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [Path(p).name for p in report["exported"]] == ["subnet_30ms.onnx"]
+    sidecar = json.loads((tmp_path / "subnets" / "subnet_30ms.json").read_text())
+    assert sidecar["format"] == "onnx" and sidecar["onnx_max_abs_diff"] < 1e-4

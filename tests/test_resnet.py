@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from ofa_platform.cli import main
-from ofa_platform.errors import UserError
 from search_spaces.arch import ArchError, arch_from_dict
 from search_spaces.blueprint import network_plan
 from search_spaces.checkpoints import (
+    CheckpointError,
     load_any_checkpoint,
     load_ofa_checkpoint,
     ofa_state_dict,
@@ -207,7 +207,7 @@ def test_ofa_layouts_import(net, tmp_path: Path) -> None:  # noqa: ANN001
 def test_mobilenet_checkpoint_into_resnet_space_is_one_line(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     mbv3 = create_supernet("ofa_mbv3", n_classes=10)
     ofa_file = save_ofa_checkpoint(tmp_path / "mbv3.pth", mbv3)
-    with pytest.raises(UserError, match="does not match space ofa_resnet50"):
+    with pytest.raises(CheckpointError, match="does not match space ofa_resnet50"):
         load_any_checkpoint(ofa_file, space="ofa_resnet50")
     arch = json.dumps(SPACE.to_ofa_dict(SPACE.smallest()))
     for ckpt in (ofa_file, save_supernet(tmp_path / "mbv3_ours.pt", mbv3)):

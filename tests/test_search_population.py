@@ -68,8 +68,13 @@ def test_tune_population_matches_direct_evaluation_and_is_cached(ray_local,  # n
     cache = JsonMemo(tmp_path / "acc.json")
     ev = PopulationEvaluator(net, setup, workers=2, cache=cache,
                              storage_dir=tmp_path / "tune", seconds_per_subnet=1.0)
+    from ofa_platform.progress import LineReporter
+
+    shown: list[str] = []
+    ev.progress = LineReporter(shown.append, min_interval_s=0.0)
     accs = ev.evaluate(archs)
     assert len(archs) == 2 and ev.trials_run == 2  # one shard per worker
+    assert shown[-1].startswith("[evaluate subnets] 2/2 subnets"), shown  # the display
     direct = ShardEvaluator(dict(net.spec), net.state_dict(), setup)
     assert accs == pytest.approx([direct.evaluate_one(a) for a in archs])
     again = PopulationEvaluator(net, setup, workers=2, cache=JsonMemo(tmp_path / "acc.json"),

@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
             print("no jobs")
             return 0
         width = max(len(r.job_id) for r in rows)
-        print(f"{'JOB ID':<{width}}  {'STATUS':<9}  {'STARTED':<19}  ENTRYPOINT")
+        print(f"{'JOB ID':<{width}}  {'STATUS':<9}  {'STARTED':<19}  COMMAND")
         for r in rows:
             print(f"{r.job_id:<{width}}  {r.status:<9}  {_fmt_time(r.start_time):<19}  "
-                  f"{r.entrypoint}")
+                  f"{r.command or r.entrypoint}")
         return 0
     if args.action == "logs":
         if args.follow:

@@ -50,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     _preflight(args, methods)
     cfg = QuickstartConfig(methods=methods, experiment=args.experiment, out_dir=args.out_dir,
                            workers=args.workers, seed=args.seed)
-    result = run_quickstart(cfg, progress=lambda line: print(line, flush=True))
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import console
+
+    init_ray(num_cpus=max(cfg.workers, 2), verbose=getattr(args, "verbose", False))
+    with console() as progress:
+        result = run_quickstart(cfg, progress=progress)
     for line in summary_lines(result):
         print(line)
     return 0

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "exhaustive: small spaces only")
     p.add_argument("--workers", type=positive_int, default=1, help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
+    p.add_argument("--format", choices=("export", "torchscript", "onnx"), default="export",
+                   help="--export files: torch.export (default), TorchScript or ONNX")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--generations", type=positive_int,
@@ -95,15 +97,25 @@ def run(args: argparse.Namespace) -> int:
         space=args.space, targets=parse_targets(args.targets), latency=args.latency,
         strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
         checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
-        export=args.export, seed=args.seed, generations=args.generations,
-        followup_generations=args.followup_generations, method=args.method,
-        train_run_id=args.train_run_id,
+        export=args.export, export_format=args.format, seed=args.seed,
+        generations=args.generations, followup_generations=args.followup_generations,
+        method=args.method, train_run_id=args.train_run_id,
         population_size=args.population_size, data=args.data, experiment=args.experiment,
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,
         calib_images=args.calib_images, val_subset=args.val_subset,
         gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
-    out = run_search(req)
+    import sys
+    from contextlib import nullcontext, redirect_stdout
+
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import console
+
+    if getattr(args, "verbose", False):  # else the search starts a quiet Ray if it needs one
+        init_ray(verbose=True)
+    quiet_stdout = redirect_stdout(sys.stderr) if args.json else nullcontext()
+    with console(sys.stderr if args.json else sys.stdout) as progress, quiet_stdout:
+        out = run_search(req, progress)  # --json: stdout is the JSON alone
     if args.json:
         print(json.dumps(_clean({
             "space": args.space, "strategy": args.strategy, "estimator": out.estimator,

@@ -1,9 +1,12 @@
 """``ofa-platform submit JOB [ARGS...]``: run a ``jobs/`` entrypoint on a Ray cluster.
 
-Everything after JOB goes to the entrypoint unchanged (``--config`` paths are made relative to
-the project, which is uploaded as the job's working directory). The command prints the job id,
-follows the logs and exits 0 when the job succeeds, 1 when it fails or is stopped, so scripts
-and CI can chain on it.
+Everything after JOB goes to the entrypoint unchanged (config paths inside the project are made
+relative to it, as it is uploaded as the job's working directory; others travel with the job).
+Outputs go to stable places: the project's ``mlflow.db`` and ``runs/ray`` on a local cluster,
+``MLFLOW_TRACKING_URI`` / ``OFA_STORAGE_PATH`` on a remote one (a remote training job without
+shared storage is refused before submission). The command prints the job id, follows the logs
+and exits 0 when the job succeeds, 1 when it fails or is stopped or the cluster is at fault, 2
+on bad input, so scripts and CI can chain on it.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError:
                 raise UserError(f"--{key.replace('_', '-')} must be a number, got {value!r}")\
                     from None
-    cluster.job_entrypoint(args.job, job_args)  # unknown job / bad config path: fail before Ray
+    cluster.job_command(args.job, job_args)  # unknown job / bad config path: fail before Ray
     client = cluster.connect(args.address, args.token_file)
     job_id = cluster.submit_job(client, args.job, job_args, mlflow_uri=args.mlflow_uri,
                                 num_cpus=args.num_cpus, num_gpus=args.num_gpus)

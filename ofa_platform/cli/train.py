@@ -93,11 +93,21 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+    from contextlib import nullcontext, redirect_stdout
+
+    from ofa_platform.cluster import init_ray
+    from ofa_platform.progress import console
     from ofa_platform.train.runner import prepare, run_training
 
     preflight(args)
     prepared = prepare(request_from_args(args))  # UserError -> one line, exit 2
-    outcome = run_training(prepared)
+    init_ray(verbose=getattr(args, "verbose", False))
+    # --json: stdout is the JSON alone; anything else printed meanwhile (Ray's worker logs
+    # with --verbose) goes to stderr with the progress
+    quiet_stdout = redirect_stdout(sys.stderr) if args.json else nullcontext()
+    with console(sys.stderr if args.json else sys.stdout) as progress, quiet_stdout:
+        outcome = run_training(prepared, progress)
     if args.json:
         print(json.dumps({"run_id": outcome.run_id, "run_name": outcome.run_name,
                           "status": outcome.status, "checkpoint": outcome.checkpoint_dir,

@@ -255,17 +255,21 @@ def _as_rng(seed: int | np.random.Generator) -> np.random.Generator:
 
 def _evolution(fitness: Fitness, target: float, rng: np.random.Generator,
                config: EvolutionConfig, n_gen: int, seed_population: np.ndarray | None,
-               archive: Archive) -> Steps[SearchResult]:
+               archive: Archive,
+               on_generation: Callable[[int, int], None] | None = None) -> Steps[SearchResult]:
     """OFA's evolution for one feasible target, as steps that yield the rows to score (see
     :meth:`Archive.scoring`): :func:`evolve` answers them at once, :func:`evolve_many` answers
     every target's rows of a generation with one scorer call. Everything else (random draws,
     efficiency) happens here in the same order either way, so a target's result does not
-    depend on which of the two drove it."""
+    depend on which of the two drove it. ``on_generation(done, total)`` feeds a progress
+    display."""
     ops = _Ops(fitness.codec, config)
     pop, cost = _initial(fitness, rng, ops, target, config, seed_population)
     acc = yield from archive.scoring(pop, cost)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
-    for _ in range(n_gen):
+    for gen in range(n_gen):
+        if on_generation is not None:
+            on_generation(gen, n_gen)
         order = np.argsort(-acc, kind="stable")[:n_par]
         parents, p_acc, p_cost = pop[order], acc[order], cost[order]
         mi = rng.integers(0, n_par, n_mut)
@@ -294,9 +298,11 @@ def _evolution(fitness: Fitness, target: float, rng: np.random.Generator,
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
            config: EvolutionConfig = EvolutionConfig(), generations: int | None = None,
            seed_population: np.ndarray | None = None,
-           archive: Archive | None = None) -> SearchResult:
+           archive: Archive | None = None,
+           on_generation: Callable[[int, int], None] | None = None) -> SearchResult:
     """The most accurate arch whose cost is at most ``target`` (OFA's evolution). ``archive``
-    carries scored archs between the searches of a multi-target strategy."""
+    carries scored archs between the searches of a multi-target strategy;
+    ``on_generation(done, total)`` feeds a progress display."""
     rng = _as_rng(seed)
     smallest = fitness.smallest_cost()
     if smallest > target:
@@ -304,7 +310,8 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
     n_gen = config.generations if generations is None else generations
     evals0 = fitness.evaluations
     result = _drive(_evolution(fitness, target, rng, config, n_gen, seed_population,
-                               Archive(fitness) if archive is None else archive),
+                               Archive(fitness) if archive is None else archive,
+                               on_generation),
                     fitness.score)
     result.evaluations = fitness.evaluations - evals0
     return result
@@ -313,12 +320,15 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
 def evolve_many(fitness: Fitness, targets: Sequence[float], *,
                 seeds: Sequence[int | np.random.Generator],
                 config: EvolutionConfig = EvolutionConfig(),
-                generations: int | None = None) -> list[SearchResult]:
+                generations: int | None = None,
+                on_generation: Callable[[int], Callable[[int, int], None] | None] | None = None,
+                ) -> list[SearchResult]:
     """Independent searches, one per target, evolved in lockstep: each generation, the new
     rows of every target go to the scorer in one call (one predictor call per generation
     instead of one per target and generation; 10 targets made 5,011 small calls). Each
     target keeps its own random stream and archive, so its result is exactly what
-    ``evolve(fitness, target, seed=seeds[i])`` returns."""
+    ``evolve(fitness, target, seed=seeds[i])`` returns. ``on_generation(i)`` gives target
+    ``i``'s progress callback (or None)."""
     if len(seeds) != len(targets):
         raise ValueError("one seed per target")
     n_gen = config.generations if generations is None else generations
@@ -330,7 +340,8 @@ def evolve_many(fitness: Fitness, targets: Sequence[float], *,
             results[i] = infeasible_result(target, smallest, fitness.unit)
         else:
             running[i] = _evolution(fitness, target, _as_rng(seeds[i]), config, n_gen, None,
-                                    Archive(fitness))
+                                    Archive(fitness),
+                                    None if on_generation is None else on_generation(i))
     requests: dict[int, np.ndarray] = {}
     counts = dict.fromkeys(running, 0)
 

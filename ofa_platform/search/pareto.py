@@ -107,13 +107,14 @@ def format_table(rows: Sequence[Mapping[str, Any]], unit: str = "ms") -> str:
 
 
 def export_subnets(results: Sequence[SearchResult], supernet: Any, directory: str | Path,
-                   unit: str = "ms") -> list[Path]:
-    """Every chosen subnet in the ``ofa-platform extract`` format (a ``torch.export`` archive
-    that plain PyTorch loads without this project) plus a JSON sidecar with its arch, cost
-    and accuracy."""
+                   unit: str = "ms", fmt: str = "export") -> list[Path]:
+    """Every chosen subnet in an ``ofa-platform extract`` format (by default a
+    ``torch.export`` archive that plain PyTorch loads without this project; ``onnx`` is
+    checked with onnxruntime against the PyTorch subnet) plus a JSON sidecar with its arch,
+    cost and accuracy."""
     import torch
 
-    from ofa_platform.cli.extract import export_subnet
+    from ofa_platform.cli.extract import SUFFIXES, check_onnx, export_subnet
     from ofa_platform.search.cache import atomic_write_text
 
     directory = Path(directory)
@@ -125,10 +126,16 @@ def export_subnets(results: Sequence[SearchResult], supernet: Any, directory: st
         stem = f"subnet_{res.target:g}{unit}"
         model = supernet.extract(res.arch).eval()
         example = torch.randn(2, 3, res.arch.r, res.arch.r)
-        path = export_subnet(model, example, directory / f"{stem}.pt2", "export")
+        info = {"space": str(getattr(getattr(supernet, "space", None), "name", "")),
+                "arch": json.dumps(res.arch.to_dict()), "target": f"{res.target:g} {unit}"}
+        path = export_subnet(model, example, directory / f"{stem}{SUFFIXES[fmt]}", fmt,
+                             metadata=info)
         meta = {"arch": res.arch.to_dict(), "target": res.target, "cost": res.cost,
                 "unit": unit, "predicted_accuracy": res.accuracy, "model": path.name,
-                "format": "torch.export", "spec": getattr(supernet, "spec", None)}
+                "format": "torch.export" if fmt == "export" else fmt,
+                "spec": getattr(supernet, "spec", None)}
+        if fmt == "onnx":
+            meta["onnx_max_abs_diff"] = check_onnx(path, model, example)
         atomic_write_text(directory / f"{stem}.json", json.dumps(meta, indent=2, default=str))
         paths.append(path)
     return paths

@@ -25,6 +25,7 @@ from typing import Any
 
 from ofa_platform.errors import UserError
 from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
+from ofa_platform.progress import Reporter
 from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
 from search_spaces.arch import ArchConfig, arch_from_dict
 from search_spaces.flops import count_macs_params
@@ -196,6 +197,25 @@ def _CacheCallback(cache: JsonMemo, shards: list[list[dict[str, Any]]]) -> Any: 
     return CacheCallback()
 
 
+def _ProgressCallback(progress: Reporter, shards: list[list[dict[str, Any]]],  # noqa: N802
+                      done: int) -> Any:
+    """A Tune callback (it runs in the driver) that counts subnets evaluated per shard."""
+    from ray import tune
+
+    class ProgressCallback(tune.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = done
+
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                            result: dict[str, Any], **info: Any) -> None:
+            if "accs" in result:
+                self.done += len(shards[int(result["shard"])])
+                progress.update("population", self.done, f"{len(trials)} Tune trials")
+
+    return ProgressCallback()
+
+
 def _trial_row(n: int, trial_id: str, shard: int, subnets: int, eval_s: float | None,
                error: str | None, total_s: float | None = None) -> dict[str, Any]:
     return {"trial": n, "trial_id": trial_id, "shard": shard, "subnets": subnets,
@@ -227,6 +247,8 @@ class PopulationEvaluator:
         self.evaluated = 0
         #: one row per Tune trial (and per timing probe): what the driver logs to MLflow
         self.trial_rows: list[dict[str, Any]] = []
+        #: where subnets evaluated so far are shown (None: nowhere)
+        self.progress: Reporter | None = None
 
     @classmethod
     def from_request(cls, prepared: Any) -> PopulationEvaluator:
@@ -268,11 +290,13 @@ class PopulationEvaluator:
         return [known[k] for k in keys]
 
     def _run_tune(self, archs: list[ArchConfig]) -> dict[str, float]:
-        import ray
         from ray import tune
 
         spec, state = self._spec_and_state()
         out: dict[str, float] = {}
+        if self.progress is not None:
+            self.progress.task("population", "evaluate subnets", total=len(archs),
+                               unit="subnets")
         per = self.seconds_per_subnet
         if per is None:  # time subnets here to size the shards; keep their results
             probe = archs[:2]
@@ -282,19 +306,24 @@ class PopulationEvaluator:
             self.trial_rows.append(_trial_row(len(self.trial_rows), "driver-probe", -1,
                                               len(probe), time.perf_counter() - t0, None))
             archs = archs[len(probe):]
+            if self.progress is not None:
+                self.progress.update("population", len(out), "timing probe done")
             if not archs:
                 self.evaluated += len(out)
                 return out
         shards = [[a.to_dict() for a in shard]
                   for shard in plan_shards(archs, self.workers, per, self.subnet_cost)]
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+        from ofa_platform.cluster import init_ray
+
+        init_ray()  # its own quiet local Ray unless the command started one
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"
         trainable = tune.with_parameters(_make_trainable(), supernet_spec=spec, state_dict=state,
                                          setup=self.setup, device=device, shards=shards)
         resources = {"cpu": 1, "gpu": self.gpus_per_worker} if self.gpus_per_worker else {
             "cpu": 1}
         callbacks = [_CacheCallback(self.cache, shards)] if self.cache is not None else []
+        if self.progress is not None:
+            callbacks.append(_ProgressCallback(self.progress, shards, len(out)))
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"shard": tune.grid_search(list(range(len(shards))))},
@@ -323,6 +352,8 @@ class PopulationEvaluator:
             for d, acc in zip(shards[index], result.metrics["accs"]):
                 out[arch_from_dict(d).key] = float(acc)
         self.trials_run += len(shards)
+        if self.progress is not None:
+            self.progress.done("population")
         if errors:
             raise RuntimeError(f"{len(errors)} population shard(s) failed after "
                                f"{self.max_failures} retries: {errors[0]}")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.progress import Reporter
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
 from ofa_platform.search.resnet_genes import ResNetGeneCodec, make_codec, resnet_macs_estimator
@@ -66,6 +67,7 @@ class SearchRequest:
     resolutions: str | None = None
     workers: int = 1
     export: str | None = None
+    export_format: str = "export"
     seed: int = 0
     generations: int | None = None
     followup_generations: int | None = None
@@ -302,6 +304,10 @@ def _check_knobs(req: SearchRequest, strategies: Sequence[str]) -> None:
             or (req.followup_generations is not None and req.followup_generations < 1)
             or req.population_size < 4):
         raise UserError("workers and generations must be >= 1 and population size >= 4")
+    from ofa_platform.cli.extract import FORMATS
+
+    if req.export_format not in FORMATS:
+        raise UserError(f"export format {req.export_format!r}: choose from {', '.join(FORMATS)}")
 
 
 def _source(req: SearchRequest
@@ -366,9 +372,9 @@ def _train_run_id(req: SearchRequest, extra: dict[str, Any]) -> str | None:
     return str(value) if value else None
 
 
-def _accuracy(prepared: Prepared) -> _Accuracy:
+def _accuracy(prepared: Prepared, progress: Reporter | None = None) -> _Accuracy:
     """The published or given predictor, or OFA's recipe on our supernet: evaluate sampled
-    subnets (Ray Tune), fit the MLP."""
+    subnets (Ray Tune, shown on ``progress``), fit the MLP."""
     codec = prepared.codec
     if prepared.predictor is not None:
         predictor = prepared.predictor
@@ -381,6 +387,7 @@ def _accuracy(prepared: Prepared) -> _Accuracy:
     space = codec.space.with_resolutions(codec.resolutions)
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(req.n_arch_samples)))
     evaluator = PopulationEvaluator.from_request(prepared)
+    evaluator.progress = progress
     accs = evaluator.evaluate(archs)
     with single_thread():  # a small MLP: one thread is fastest on a busy machine
         trained, metrics = train_predictor(codec, archs, accs, seed=req.seed)
@@ -388,15 +395,16 @@ def _accuracy(prepared: Prepared) -> _Accuracy:
                      metrics=dict(metrics), evaluator=evaluator)
 
 
-def execute(prepared: Prepared) -> SearchOutcome:
+def execute(prepared: Prepared, progress: Reporter | None = None) -> SearchOutcome:
     """Run the search inside an MLflow search run opened now, as the work starts (never left
-    RUNNING), and write the outputs."""
+    RUNNING), and write the outputs; ``progress`` shows the subnets evaluated and the
+    search's targets and generations."""
     with _search_run(prepared) as run:
         meter = _meter(prepared)
-        accuracy = _accuracy(prepared)
+        accuracy = _accuracy(prepared, progress)
         fitness = Fitness(prepared.codec, accuracy=accuracy.scorer,
                           efficiency=prepared.efficiency, unit=prepared.unit)
-        results, search_time = _search(prepared, fitness)
+        results, search_time = _search(prepared, fitness, progress)
         rows, artifacts, exported = _outputs(prepared, fitness, accuracy, results)
         meter.stop()
         if run is not None:
@@ -411,7 +419,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
                          noisy_latencies=int(getattr(fitness.efficiency, "noisy", 0)))
 
 
-def _search(prepared: Prepared, fitness: Fitness) -> tuple[list[SearchResult], float]:
+def _search(prepared: Prepared, fitness: Fitness,
+            progress: Reporter | None = None) -> tuple[list[SearchResult], float]:
     from ofa_platform.search.predictor import single_thread
     from ofa_platform.search.strategies import run_strategy
 
@@ -420,7 +429,7 @@ def _search(prepared: Prepared, fitness: Fitness) -> tuple[list[SearchResult], f
     with single_thread():
         results = run_strategy(req.strategy, fitness, prepared.targets, seed=req.seed,
                                config=prepared.config, workers=req.workers,
-                               followup=req.followup_generations)
+                               followup=req.followup_generations, progress=progress)
     return results, time.perf_counter() - t0
 
 
@@ -458,7 +467,8 @@ def _outputs(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy,
 
             supernet = create_supernet(prepared.codec.space,
                                        width_mult=prepared.plan.width_mult)
-        exported = export_subnets(results, supernet, req.export, fitness.unit)
+        exported = export_subnets(results, supernet, req.export, fitness.unit,
+                                  fmt=req.export_format)
     return rows, artifacts, exported
 
 
@@ -551,5 +561,6 @@ def _latency_metrics(estimator: Any) -> dict[str, float]:
             "latency_noisy_layers": float(estimator.noisy)}
 
 
-def run_search(req: SearchRequest) -> SearchOutcome:
-    return execute(prepare(req))
+def run_search(req: SearchRequest, progress: Reporter | None = None) -> SearchOutcome:
+    """:func:`prepare` then :func:`execute`, shown on ``progress`` when given."""
+    return execute(prepare(req), progress)

@@ -33,12 +33,13 @@ Results come back in the order the targets were given.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.progress import Reporter
 from ofa_platform.search.evolution import (
     Archive,
     EvolutionConfig,
@@ -93,32 +94,73 @@ def _rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+class _Progress:
+    """Targets done, the running target's generation and subnets scored, for a display."""
+
+    def __init__(self, progress: Reporter | None, strategy: str, targets: Sequence[float],
+                 fitness: Fitness) -> None:
+        self.progress, self.targets, self.fitness = progress, targets, fitness
+        self.done = 0
+        if progress is not None:
+            progress.task("search", f"search ({strategy})", total=len(targets), unit="targets")
+
+    def generation(self, index: int) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        progress, target = self.progress, self.targets[index]
+
+        def report(gen: int, total: int) -> None:
+            progress.update("search", self.done, f"target {target:g}: generation {gen + 1}/"
+                            f"{total}, {self.fitness.evaluations} subnets scored")
+        return report
+
+    def target_done(self, result: SearchResult) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress.update("search", self.done, f"target {result.target:g}: "
+                                 f"{result.generations} generations, "
+                                 f"{self.fitness.evaluations} subnets scored")
+
+    def all_done(self, results: list[SearchResult]) -> list[SearchResult]:
+        if self.progress is not None:
+            if results and self.done < len(results):
+                self.done = len(results) - 1
+                self.target_done(results[-1])
+            self.progress.done("search")
+        return results
+
+
 def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, seed: int,
                  config: EvolutionConfig = EvolutionConfig(),
-                 workers: int = 1, followup: int | None = None) -> list[SearchResult]:
+                 workers: int = 1, followup: int | None = None,
+                 progress: Reporter | None = None) -> list[SearchResult]:
     """Search every target with ``strategy``; ``workers > 1`` spreads vanilla's independent
     targets over Ray tasks (the other strategies are sequential by nature). ``followup`` is
     the generations after the first target of the paper's top-down and bottom-up (default
-    :data:`PAPER_FOLLOWUP_GENERATIONS`)."""
+    :data:`PAPER_FOLLOWUP_GENERATIONS`). ``progress`` shows targets done, generations and
+    subnets scored."""
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     if not targets:
         raise UserError("no targets given")
+    shown = _Progress(progress, strategy, targets, fitness)
     if strategy == "exhaustive":
-        return _exhaustive(fitness, targets)
+        return shown.all_done(_exhaustive(fitness, targets))
     if strategy == "vanilla":
         if workers > 1 and len(targets) > 1 and _cheap(fitness):
-            return _vanilla_ray(fitness, targets, seed, config, workers)
-        return evolve_many(fitness, targets, seeds=[_rng(seed, i) for i in range(len(targets))],
-                           config=config)
+            return shown.all_done(_vanilla_ray(fitness, targets, seed, config, workers))
+        return shown.all_done(evolve_many(
+            fitness, targets, seeds=[_rng(seed, i) for i in range(len(targets))],
+            config=config, on_generation=shown.generation))
     if strategy in PAPER_STRATEGIES:
-        return _paper(strategy == "top-down", fitness, targets, seed, config,
-                      followup_generations(config.generations, followup))
-    return _enhanced(strategy == "top-down+", fitness, targets, seed, config)
+        return shown.all_done(_paper(strategy == "top-down", fitness, targets, seed, config,
+                                     followup_generations(config.generations, followup), shown))
+    return shown.all_done(_enhanced(strategy == "top-down+", fitness, targets, seed, config,
+                                    shown))
 
 
 def _paper(descending: bool, fitness: Fitness, targets: Sequence[float], seed: int,
-           config: EvolutionConfig, followup: int) -> list[SearchResult]:
+           config: EvolutionConfig, followup: int, shown: _Progress) -> list[SearchResult]:
     """The paper's top-down (``descending``) or bottom-up. A target whose predecessor found
     nothing (infeasible) is searched as a first target, with the full N generations. Each
     target keeps vanilla's random stream and its own archive (a memo of scores within one
@@ -134,15 +176,19 @@ def _paper(descending: bool, fitness: Fitness, targets: Sequence[float], seed: i
             warm = (prune_to_target(fitness, previous.genes, t, rng) if descending
                     else previous.genes)
         if warm is None:
-            res = evolve(fitness, t, seed=rng, config=config)
+            res = evolve(fitness, t, seed=rng, config=config,
+                         on_generation=shown.generation(i))
         else:
-            res = _evolve_with(fitness, t, rng, config, warm, followup)
+            res = _evolve_with(fitness, t, rng, config, warm, followup,
+                               shown.generation(i))
         results[i] = previous = res
+        shown.target_done(res)
     return [results[i] for i in range(len(targets))]
 
 
 def _evolve_with(fitness: Fitness, target: float, rng: np.random.Generator,
-                 config: EvolutionConfig, warm: np.ndarray, generations: int) -> SearchResult:
+                 config: EvolutionConfig, warm: np.ndarray, generations: int,
+                 on_generation: Callable[[int, int], None] | None = None) -> SearchResult:
     """OFA's evolution from its usual random feasible population with ``warm`` added to it
     (in place of the least accurate random member, so the population keeps its size)."""
     archive = Archive(fitness)
@@ -151,12 +197,12 @@ def _evolve_with(fitness: Fitness, target: float, rng: np.random.Generator,
     population = np.concatenate([warm.astype(np.int16)[None, :],
                                  start.population[0][:config.population_size - 1]])
     res = evolve(fitness, target, seed=rng, config=config, generations=generations,
-                 seed_population=population, archive=archive)
+                 seed_population=population, archive=archive, on_generation=on_generation)
     return replace(res, evaluations=res.evaluations + start.evaluations)
 
 
 def _enhanced(descending: bool, fitness: Fitness, targets: Sequence[float], seed: int,
-              config: EvolutionConfig) -> list[SearchResult]:
+              config: EvolutionConfig, shown: _Progress) -> list[SearchResult]:
     """``top-down+`` (``descending``) and ``bottom-up+``: see the module docstring."""
     short = max(1, int(round(math.sqrt(config.generations))))
     order = sorted(range(len(targets)), key=lambda i: targets[i], reverse=descending)
@@ -167,7 +213,8 @@ def _enhanced(descending: bool, fitness: Fitness, targets: Sequence[float], seed
         t = targets[i]
         rng = _rng(seed, i)
         if previous is None or not previous.feasible:
-            res = evolve(fitness, t, seed=rng, config=config, archive=archive)
+            res = evolve(fitness, t, seed=rng, config=config, archive=archive,
+                         on_generation=shown.generation(i))
         else:
             if descending:
                 assert previous.genes is not None
@@ -187,10 +234,12 @@ def _enhanced(descending: bool, fitness: Fitness, targets: Sequence[float], seed
                 seeds = _unique_rows(fitness.codec, np.concatenate(
                     [_climb_best(fitness, archive, seeds, t, CLIMB_SEEDS), seeds]))
             res = evolve(fitness, t, seed=rng, config=config, generations=short,
-                         seed_population=seeds, archive=archive)
+                         seed_population=seeds, archive=archive,
+                         on_generation=shown.generation(i))
         results[i] = res
         previous = res
-    return [results[i] for i in range(len(targets))]
+        shown.target_done(res)
+    return shown.all_done([results[i] for i in range(len(targets))])
 
 
 def _pruned_at_each_resolution(fitness: Fitness, genes: np.ndarray, target: float,
@@ -332,10 +381,10 @@ def _vanilla_ray(fitness: Fitness, targets: Sequence[float], seed: int, config: 
     """Independent targets as Ray tasks, the fitness shipped once through the object store."""
     import ray
 
+    from ofa_platform.cluster import init_ray
     from ofa_platform.search.predictor import single_thread
 
-    if not ray.is_initialized():  # joins RAY_ADDRESS's cluster when set, else starts one
-        ray.init(include_dashboard=False, log_to_driver=False)
+    init_ray()  # joins RAY_ADDRESS's cluster when set, else starts its own, quietly
 
     @ray.remote(num_cpus=1)
     def one(fit: Fitness, target: float, index: int) -> SearchResult:

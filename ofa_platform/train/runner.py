@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_platform.errors import UserError
+from ofa_platform.progress import Reporter
 
 __all__ = ["TrainRequest", "PreparedRun", "TrainOutcome", "prepare", "run_training",
            "MlflowReportCallback", "unique_run_name", "default_storage_path",
@@ -219,7 +220,7 @@ def _storage(path: str) -> str:
 
 
 def _check_checkpoint(path: str, space_name: str) -> None:
-    from search_spaces.checkpoints import load_supernet
+    from search_spaces.checkpoints import CheckpointError, load_supernet
 
     p = Path(path)
     if p.is_dir():
@@ -230,8 +231,8 @@ def _check_checkpoint(path: str, space_name: str) -> None:
         raise UserError(f"checkpoint {path}: no such file")
     try:
         supernet, _ = load_supernet(str(p))
-    except UserError:
-        raise
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from None
     if supernet.space.name != space_name:
@@ -272,9 +273,11 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
     strings and numbers so it pickles."""
 
     def __init__(self, tracking_uri: str, run_id: str, experiment_id: str,
-                 phases: list[dict[str, Any]], total_epochs: int, n_devices: int) -> None:
+                 phases: list[dict[str, Any]], total_epochs: int, n_devices: int,
+                 events: Any = None) -> None:
         self.tracking_uri, self.run_id, self.experiment_id = tracking_uri, run_id, experiment_id
         self.phases, self.total_epochs, self.n_devices = phases, total_epochs, n_devices
+        self.events = events  # a ray.util.queue.Queue the driver's display reads, or None
         self.phase_runs: dict[int, str] = {}
         self.t0: float | None = None
         self.epochs_seen = 0
@@ -338,19 +341,58 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         batch = [Metric(k, v, ts, epoch) for k, v in values.items()]
         client.log_batch(self.run_id, metrics=batch)
         client.log_batch(self._phase_run(client, index), metrics=batch)
-        done = epoch
         rate = (now - self.t0) / max(self.epochs_seen, 1)
-        eta = rate * (self.total_epochs - done)
-        print(f"[ofa-train] epoch {done}/{self.total_epochs} phase {m.get('phase')} "
-              f"({index + 1}/{len(self.phases)}) loss {values.get('loss', float('nan')):.4f} "
-              f"acc S/M/L {values.get('acc_smallest', 0):.3f}/{values.get('acc_middle', 0):.3f}"
-              f"/{values.get('acc_largest', 0):.3f} {values.get('images_per_s', 0):.1f} img/s "
-              f"ETA {_hms(eta)}", flush=True)
+        status = _epoch_status(m.get("phase"), index, len(self.phases), values,
+                               rate * (self.total_epochs - epoch))
+        if self.events is not None:  # the driver's display shows it
+            self.events.put((epoch, status))
+        else:
+            print(f"[ofa-train] epoch {epoch}/{self.total_epochs} {status}", flush=True)
 
 
-def _hms(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+def _epoch_status(phase: Any, index: int, n_phases: int, values: dict[str, float],
+                  eta_s: float) -> str:
+    """The progress display's text for one epoch: phase, loss, accuracies, img/s, ETA."""
+    from ofa_platform.progress import hms
+
+    return (f"phase {phase} ({index + 1}/{n_phases}) loss {values.get('loss', float('nan')):.4f}"
+            f" acc S/M/L {values.get('acc_smallest', 0):.3f}/{values.get('acc_middle', 0):.3f}"
+            f"/{values.get('acc_largest', 0):.3f} {values.get('images_per_s', 0):.1f} img/s "
+            f"ETA {hms(eta_s)}")
+
+
+@contextmanager
+def _epoch_display(reporter: Any, total_epochs: int) -> Iterator[Any]:
+    """A queue the Train controller's callback puts ``(epoch, status)`` into, relayed to the
+    driver's progress display by a thread (the controller is another process: its prints
+    would only reach the driver as Ray worker logs, which are off unless --verbose)."""
+    from ray.util.queue import Empty, Queue
+
+    events = Queue(actor_options={"num_cpus": 0})
+    stop = threading.Event()
+    reporter.task("train", "train", total=total_epochs, unit="epochs")
+
+    def relay() -> None:
+        while True:
+            try:
+                epoch, status = events.get(block=True, timeout=0.5)
+            except Empty:
+                if stop.is_set():
+                    return
+                continue
+            except Exception:  # noqa: BLE001 - the queue actor is gone: nothing to show
+                return
+            reporter.update("train", epoch, status)
+
+    thread = threading.Thread(target=relay, name="ofa-train-progress", daemon=True)
+    thread.start()
+    try:
+        yield events
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        reporter.done("train")
+        events.shutdown()
 
 
 # --------------------------------------------------------------------------- projection
@@ -379,8 +421,11 @@ def _tags(prep: PreparedRun) -> dict[str, str]:
 
 
 def _params(prep: PreparedRun) -> dict[str, Any]:
+    from ofa_platform.datasets import describe_spec
+
     r = prep.request
-    return {"schedule": prep.full_schedule.name, "space": prep.space, "data": r.data,
+    return {**describe_spec(prep.engine.data),
+            "schedule": prep.full_schedule.name, "space": prep.space, "data": r.data,
             "workers": r.workers, "gpus_per_worker": r.gpus_per_worker,
             "cpus_per_worker": r.cpus_per_worker, "n_devices": prep.n_devices,
             "epoch_scale": r.epoch_scale, "subset": r.subset, "seed": r.seed,
@@ -397,8 +442,9 @@ def _params(prep: PreparedRun) -> dict[str, Any]:
 def _ensure_ray(prep: PreparedRun) -> None:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(configure_logging=False)
+    from ofa_platform.cluster import init_ray
+
+    init_ray()  # no-op when the command started Ray already (with its --verbose)
     have = ray.cluster_resources()
     r = prep.request
     need_gpu = r.workers * r.gpus_per_worker
@@ -417,7 +463,7 @@ def _ensure_ray(prep: PreparedRun) -> None:
 
 
 def run_training(request: TrainRequest | PreparedRun,
-                 progress: Callable[[str], None] = print) -> TrainOutcome:
+                 progress: Reporter | Callable[[str], None] | None = None) -> TrainOutcome:
     """Run a whole schedule as one Ray Train job and record it in MLflow.
 
     Raises ``UserError`` for bad input (before any run exists). A job that fails after it
@@ -426,10 +472,12 @@ def run_training(request: TrainRequest | PreparedRun,
     driver) ends the run FAILED (tagged ``ofa.interrupted``) after recording the cost, and
     propagates.
     """
+    from ofa_platform.progress import as_reporter
+
     prep = request if isinstance(request, PreparedRun) else prepare(request)
     _ensure_ray(prep)
     with _sigterm_as_interrupt():
-        return _run_tracked(prep, progress)
+        return _run_tracked(prep, as_reporter(progress))
 
 
 @contextmanager
@@ -473,7 +521,7 @@ def _ray_sigint_as_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
-def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOutcome:
+def _run_tracked(prep: PreparedRun, progress: Reporter) -> TrainOutcome:
     from ofa_platform.tracking import tracked_run
 
     outcome = TrainOutcome(run_id="", run_name=prep.run_name, status="RUNNING",
@@ -486,6 +534,7 @@ def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOut
                      f"Ray run {prep.run_name}; {prep.schedule.total_epochs} epochs in "
                      f"{len(prep.schedule.phases)} phases on {prep.n_devices} "
                      f"{'GPU' if prep.request.gpus_per_worker else 'CPU worker'}(s)")
+            progress(_data_line(prep))
             _fit_and_record(prep, run, outcome, progress)
             if outcome.error:
                 raise _JobFailed(outcome.error)
@@ -504,12 +553,34 @@ def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOut
     return outcome
 
 
+def _data_line(prep: PreparedRun) -> str:
+    """The data configuration chosen, said once at the start (a path and its recipe name
+    must train alike; this line shows whether they do)."""
+    from ofa_platform.datasets import describe_spec
+
+    d = describe_spec(prep.engine.data)
+    stem = "small-input stem (stride 1)" if prep.engine.small_input else "ImageNet stem (stride 2)"
+    return (f"[ofa-train] data {prep.request.data}: resolutions {d['data_resolutions']}, "
+            f"mean {d['data_mean']}, std {d['data_std']}, {stem} ({d['data_recipe']})")
+
+
 class _JobFailed(Exception):
     """Marks the MLflow run FAILED after the cost of a failed job was recorded."""
 
 
 def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
-                    progress: Callable[[str], None]) -> None:
+                    progress: Reporter) -> None:
+    phases = [{"name": p.name, "phase_index": i, "start_epoch": p.start_epoch,
+               "end_epoch": p.end_epoch} for i, p in enumerate(prep.schedule.phases)]
+    with _epoch_display(progress, prep.schedule.total_epochs) as events:
+        callback = MlflowReportCallback(prep.tracking_uri, run.info.run_id,
+                                        run.info.experiment_id, phases,
+                                        prep.schedule.total_epochs, prep.n_devices, events)
+        _fit(prep, callback, outcome, run, progress)
+
+
+def _fit(prep: PreparedRun, callback: MlflowReportCallback, outcome: TrainOutcome, run: Any,
+         progress: Reporter) -> None:
     import mlflow
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -519,10 +590,6 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
     from ofa_platform.train.engine import SUPERNET_FILE, train_loop_per_worker
 
     r = prep.request
-    phases = [{"name": p.name, "phase_index": i, "start_epoch": p.start_epoch,
-               "end_epoch": p.end_epoch} for i, p in enumerate(prep.schedule.phases)]
-    callback = MlflowReportCallback(prep.tracking_uri, run.info.run_id, run.info.experiment_id,
-                                    phases, prep.schedule.total_epochs, prep.n_devices)
     resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         resources["GPU"] = r.gpus_per_worker
