@@ -222,23 +222,19 @@ def _check_checkpoint(path: str, space_name: str) -> None:
 
 
 def _gpu_kind() -> str:
-    """The price-table name of this machine's GPU (NVML name, lower case, first word that the
-    table knows), or ``v100`` (CompOFA's reference) when unknown."""
-    from ofa_platform.costs import load_hardware
+    """The price-table entry of this machine's GPU (``costs.hardware_for_device``). A GPU the
+    table does not know, or a driver without CUDA (a CPU head node of a GPU cluster), is a
+    ``UserError`` asking for ``--hardware``: billing it as some other GPU would be silent."""
+    from ofa_platform.costs import hardware_for_device, list_hardware
 
     try:
         import torch
 
-        name = torch.cuda.get_device_name(0).lower()
-    except Exception:  # noqa: BLE001 - no CUDA on the driver: use the reference GPU
-        return "v100"
-    for word in name.replace("-", " ").split():
-        try:
-            load_hardware(word)
-            return word
-        except UserError:
-            continue
-    return "v100"
+        name = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - no CUDA on the driver: the user must say
+        raise UserError("GPU workers requested but this driver sees no GPU to price; pass "
+                        f"--hardware (one of {', '.join(list_hardware())})") from None
+    return hardware_for_device(name)
 
 
 # --------------------------------------------------------------------------- MLflow callback
