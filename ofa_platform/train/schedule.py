@@ -287,6 +287,13 @@ class Schedule:
             return None
         return phase.teacher_phase or self.phases[0].name
 
+    def phase_index(self, name: str) -> int:
+        """Index of the phase called ``name`` (``KeyError`` when there is none)."""
+        for i, p in enumerate(self.phases):
+            if p.name == name:
+                return i
+        raise KeyError(name)
+
     def phase(self, name: str) -> Phase:
         for p in self.phases:
             if p.name == name:
