@@ -83,15 +83,15 @@ def test_compound_phase_starts_from_the_teachers_kernels() -> None:
     from search_spaces.transfer import transfer_weights
 
     torch.manual_seed(0)
-    src = create_supernet("ofa_mbv3", n_classes=10, small_input=True, dropout=0.0)
+    ofa, space = (get_space(n).with_resolutions((32,)) for n in ("ofa_mbv3", "compofa_mbv3"))
+    src = create_supernet(ofa, n_classes=10, small_input=True, dropout=0.0)
     with torch.no_grad():
         for name, p in src.named_parameters():
             if "matrix_" in name:
                 p.add_(0.05 * torch.randn_like(p))  # as an elastic-kernel phase leaves them
-    dst = transfer_weights(src, create_supernet("compofa_mbv3", n_classes=10,
-                                                small_input=True, dropout=0.0))
+    dst = transfer_weights(src, create_supernet(space, n_classes=10, small_input=True,
+                                                dropout=0.0))
     x = torch.randn(2, 3, 32, 32)
-    space = get_space("compofa_mbv3").with_resolutions((32,))
     src.eval()
     dst.eval()
     for arch in (space.largest(), space.smallest()):
@@ -322,9 +322,13 @@ def test_phase_cost_and_archive_then_init_from_run(tmp_path: Path, mlflow_uri: s
     assert prep.engine.init_phase == "teacher" and Path(prep.engine.init_checkpoint).is_file()
     tags = _tags(prep)
     assert tags["ofa.init_from_run_id"] == parent and tags["ofa.init_from_phase"] == "teacher"
+    empty = client.create_run(exp, tags={"ofa.kind": "train"}).info.run_id
+    search = client.create_run(exp, tags={"ofa.kind": "search"}).info.run_id
     for bad, needle in ((f"{parent}:kernel", "no phase 'kernel'"),
                         (f"{parent}:compound_2", "last phase"),
-                        (f"{parent}:compound_1", "no finished phase"),
+                        (f"{parent}:compound_1", "compound_2 distils from 'teacher'"),
+                        (f"{empty}:teacher", "no finished phase 'teacher'"),
+                        (f"{search}:teacher", "not a training run"),
                         ("nosuchrun:teacher", "no MLflow run"), ("teacher", "expected")):
         with pytest.raises(UserError, match=needle):
             prepare(TrainRequest(schedule="compofa", data="synthetic:64", workers=1,
