@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -129,38 +129,38 @@ DISTILLATION_MODES: dict[str, DistillationMode] = {}
 SAMPLING_RULES: dict[str, SamplingRule] = {}
 
 
+def _add(table: dict[str, Any], kind: str, entry: Any) -> Any:
+    if entry.name in table:
+        raise ValueError(f"{kind} {entry.name!r} is already registered")
+    table[entry.name] = entry
+    return entry
+
+
+def _get(table: dict[str, Any], kind: str, name: str) -> Any:
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(table)}") from None
+
+
 def register_distillation(mode: DistillationMode) -> DistillationMode:
     """Add a mode (a recipe may then name it); a name is registered once."""
-    if mode.name in DISTILLATION_MODES:
-        raise ValueError(f"distillation mode {mode.name!r} is already registered")
-    DISTILLATION_MODES[mode.name] = mode
-    return mode
+    return _add(DISTILLATION_MODES, "distillation mode", mode)
 
 
 def register_sampling(rule: SamplingRule) -> SamplingRule:
     """Add a sampling rule (a recipe may then name it); a name is registered once."""
-    if rule.name in SAMPLING_RULES:
-        raise ValueError(f"sampling rule {rule.name!r} is already registered")
-    SAMPLING_RULES[rule.name] = rule
-    return rule
+    return _add(SAMPLING_RULES, "sampling rule", rule)
 
 
 def get_distillation(name: str) -> DistillationMode:
     """The registered mode ``name``; unknown names are a ``ValueError`` listing the known."""
-    try:
-        return DISTILLATION_MODES[name]
-    except KeyError:
-        raise ValueError(f"unknown distillation mode {name!r}; known: "
-                         f"{', '.join(DISTILLATION_MODES)}") from None
+    return _get(DISTILLATION_MODES, "distillation mode", name)
 
 
 def get_sampling(name: str) -> SamplingRule:
     """The registered rule ``name``; unknown names are a ``ValueError`` listing the known."""
-    try:
-        return SAMPLING_RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown sampling rule {name!r}; known: "
-                         f"{', '.join(SAMPLING_RULES)}") from None
+    return _get(SAMPLING_RULES, "sampling rule", name)
 
 
 register_distillation(DistillationMode(
