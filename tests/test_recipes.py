@@ -202,7 +202,7 @@ def _worker(bn: str, **kw):  # noqa: ANN202
 
     s = parse_schedule(yaml.safe_load(TEACHER.format(bn=bn)), name="tiny")
     cfg = EngineConfig(schedule=s, space="compofa_mbv3", data="synthetic:16", batch_size=4,
-                       recal_images=4, val_limit=4, **kw)
+                       recal_images=4, val_limit=4, width_mult=0.5, **kw)
     return _Worker(cfg, plain_env())
 
 
