@@ -162,7 +162,7 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_restriction_outside_space_is_user_error() -> None:
     s = parse_schedule({"space": "ofa_mbv3", "phases": [
         {"name": "a", "epochs": 1, "lr": 1, "restrict": {"kernels": [9]}}]})
-    with pytest.raises(UserError, match="phase a: restriction kernels \[9\] cannot apply"):
+    with pytest.raises(UserError, match=r"phase a: restriction kernels \[9\] cannot apply"):
         s.phases[0].space(get_space("ofa_mbv3"))
 
 
