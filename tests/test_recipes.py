@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -265,13 +266,18 @@ def test_checkpoint_holds_what_restore_reads_and_init_from_skips_the_phase(
         blob = torch.load(Path(directory) / STATE_FILE, weights_only=True)
         seen.setdefault("keys", set(blob))
         _, extra = load_supernet(Path(directory) / SUPERNET_FILE)
-        if extra["phase"] == "teacher":
-            (tmp_path / SUPERNET_FILE).write_bytes((Path(directory) / SUPERNET_FILE).read_bytes())
+        if extra["phase"] == "teacher":  # keep the teacher epoch's checkpoint
+            shutil.copytree(directory, tmp_path / "teacher_ckpt")
 
-    from ofa_platform.train.engine import plain_env
+    from ofa_platform.train.engine import _Worker, plain_env
 
     w = _worker("batch")
     metrics = run_plain(w.cfg, plain_env(report=report))
+    # a restart from the teacher epoch's checkpoint repeats the uninterrupted run
+    resumed = _Worker(w.cfg, plain_env(checkpoint_dir=str(tmp_path / "teacher_ckpt"))).run()
+    assert [m["phase"] for m in resumed] == ["compound"]
+    assert resumed[0]["loss"] == pytest.approx(metrics[1]["loss"], rel=1e-6)
+    shutil.copy(tmp_path / "teacher_ckpt" / SUPERNET_FILE, tmp_path / SUPERNET_FILE)
     assert [m["phase"] for m in metrics] == ["teacher", "compound"]
     assert seen["keys"] == {"model", "optimizer", "scaler", "epoch", "step", "started_phase",
                             "snapshots"}
@@ -282,6 +288,7 @@ def test_checkpoint_holds_what_restore_reads_and_init_from_skips_the_phase(
     assert set(w2.state.snapshots) == {"teacher"}
     rest = w2.run()
     assert [m["phase"] for m in rest] == ["compound"] and rest[0]["epoch"] == 2.0
+    assert rest[0]["loss"] == pytest.approx(metrics[1]["loss"], rel=1e-6)  # same teacher
 
 
 def test_phase_cost_and_archive_then_init_from_run(tmp_path: Path, mlflow_uri: str) -> None:
