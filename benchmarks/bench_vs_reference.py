@@ -17,6 +17,11 @@ Comparisons (each interleaved, medians, speed ratio ours / reference; see ``harn
    with each multi-target strategy, the reference with one independent search per target
    (it has nothing else). Predicted accuracy found is printed per target.
 
+5. ``resnet-train`` / ``resnet-extract`` / ``resnet-recal`` (opt in with ``--only``, e.g.
+   ``--only resnet-train,resnet-extract,resnet-recal``): the same three comparisons on
+   ResNet50D (``ofa_resnet50`` against the reference's ``OFAResNets``; teacher: each side's
+   static largest subnet), ``--resnet-resolution`` px.
+
 Our training step is assembled here from the same public pieces the engine's inner loop uses
 (``create_supernet``, ``param_groups``, ``subnet_loss``, autocast and channels-last on CUDA),
 because the engine runs its step inside a Ray Train worker and exposes no step function.
@@ -48,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default="train,extract,recal,search",
-                   help="comma-separated subset of train,extract,recal,search")
+                   help="comma-separated subset of train,extract,recal,search, resnet-train,"
+                        "resnet-extract,resnet-recal")
+    p.add_argument("--resnet-resolution", type=int, default=64,
+                   help="ResNet50D training-step and recalibration resolution")
     p.add_argument("--devices", default="auto",
                    help="training-step devices: cpu, cuda, cpu,cuda; auto = cpu (+cuda if any)")
     p.add_argument("--threads", type=int, default=1,
@@ -89,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _OursTrainer:
     """Our supernet training step, the engine's inner loop without Ray around it."""
 
-    def __init__(self, device: str, *, amp: bool, channels_last: bool, seed: int) -> None:
+    def __init__(self, device: str, *, amp: bool, channels_last: bool, seed: int,
+                 space_name: str = "ofa_mbv3") -> None:
         import torch
 
         from ofa_platform.train.engine import param_groups
@@ -97,12 +106,15 @@ class _OursTrainer:
         from search_spaces.spaces import get_space
 
         torch.manual_seed(seed)
-        self.space = get_space("ofa_mbv3")
+        self.space = get_space(space_name)
         self.device = torch.device(device)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         self.net = create_supernet(self.space).to(self.device, memory_format=mf)
-        teacher = create_supernet(self.space)
-        teacher.set_active(self.space.largest())
+        if space_name == "ofa_resnet50":  # as the reference side: the static largest subnet
+            teacher = self.net.extract(self.space.largest())
+        else:
+            teacher = create_supernet(self.space)
+            teacher.set_active(self.space.largest())
         self.teacher = teacher.eval().requires_grad_(False).to(self.device, memory_format=mf)
         self.channels_last = channels_last
         self.amp_dtype = None
@@ -418,6 +430,101 @@ def _accuracy_table(comps: Sequence[harness.Comparison]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- ResNet50D
+
+
+def bench_resnet_train(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    """One ResNet50D supernet training step (CPU), the same subnets on both sides."""
+    import torch
+
+    res, batch = args.resnet_resolution, args.batch
+    ours = _OursTrainer("cpu", amp=False, channels_last=False, seed=args.seed,
+                        space_name="ofa_resnet50")
+    theirs = refmod.ReferenceResNetTrainer(ref, seed=args.seed)
+    space = ours.space.with_resolutions((res,))  # same choices at the benchmark's size
+    ours.net.space = space
+    ours.net.set_active(space.largest())
+    rng = random.Random(args.seed)
+    steps = [[space.sample(rng).replace(r=res) for _ in range(args.subnets)]
+             for _ in range(args.train_repeats + 1)]
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(batch, 3, res, res, generator=gen)
+    y = torch.randint(0, 1000, (batch,), generator=gen)
+    ours_next, ref_next = _cycler(steps), _cycler(steps)
+    return harness.compare(
+        "resnet50 train step (cpu)", lambda: ours.step(x, y, ours_next()),
+        lambda: theirs.step(x, y, [space.to_ofa_dict(a) for a in ref_next()]),
+        repeats=args.train_repeats, warmup=1, work=batch, unit="img",
+        notes={"batch": batch, "resolution": res, "subnets": args.subnets,
+               "archs": [[a.key for a in s] for s in steps]})
+
+
+def _paired_resnets(ref: refmod.Reference, seed: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    from search_spaces.checkpoints import load_ofa_checkpoint
+    from search_spaces.registry import create_supernet
+    from search_spaces.spaces import get_space
+
+    torch.manual_seed(seed)
+    theirs = refmod.build_resnet_supernet(ref)
+    space = get_space("ofa_resnet50")
+    ours = load_ofa_checkpoint(create_supernet(space, dropout=0.0),
+                               {"state_dict": theirs.state_dict()})
+    return space, ours, theirs
+
+
+def bench_resnet_extract(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    space, ours, theirs = _paired_resnets(ref, args.seed)
+    rng = random.Random(args.seed + 1)
+    archs = [space.sample(rng) for _ in range(args.extract_repeats + 1)]
+    ours_next, ref_next = _cycler(archs), _cycler(archs)
+    return harness.compare(
+        "resnet50 extract subnet", lambda: (ours.extract(ours_next()), None)[1],
+        lambda: (refmod.extract_resnet(theirs, space.to_ofa_dict(ref_next())), None)[1],
+        repeats=args.extract_repeats, warmup=1, work=1, unit="subnet",
+        notes={"same_weights": True})
+
+
+def bench_resnet_recal(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    import torch
+
+    from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
+
+    space, ours, theirs = _paired_resnets(ref, args.seed)
+    r = args.resnet_resolution
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    recal = [torch.randn(args.recal_batch, 3, r, r, generator=gen)
+             for _ in range(max(1, args.recal_images // args.recal_batch))]
+    evals = [(torch.randn(args.recal_batch, 3, r, r, generator=gen),
+              torch.randint(0, 1000, (args.recal_batch,), generator=gen))
+             for _ in range(max(1, args.eval_images // args.recal_batch))]
+    recal_pairs = [(x, torch.zeros(len(x), dtype=torch.long)) for x in recal]
+    space = space.with_resolutions((r,))  # same choices at the benchmark's size
+    ours.space = space
+    ours.set_active(space.largest())
+    rng = random.Random(args.seed + 3)
+    archs = [space.sample(rng) for _ in range(args.recal_repeats + 1)]
+    ours_next, ref_next = _cycler(archs), _cycler(archs)
+    device = torch.device("cpu")
+    n = (len(recal) + len(evals)) * args.recal_batch
+    return harness.compare(
+        "resnet50 recal+eval subnet",
+        lambda: float(evaluate_top1(recalibrate_bn(ours, ours_next(), recal, device), evals,
+                                    device)),
+        lambda: refmod.recalibrate_and_evaluate_resnet(
+            ref, theirs, space.to_ofa_dict(ref_next()), recal_pairs, evals),
+        repeats=args.recal_repeats, warmup=1, work=n, unit="img",
+        notes={"same_weights": True, "resolution": r})
+
+
+RESNET_BENCHES: dict[str, Callable[[refmod.Reference, argparse.Namespace], Any]] = {
+    "resnet-train": bench_resnet_train,
+    "resnet-extract": bench_resnet_extract,
+    "resnet-recal": bench_resnet_recal,
+}
+
+
 def _devices(spec: str) -> list[str]:
     import torch
 
@@ -437,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     load_start = harness.machine_info().get("load_avg_1m")
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - {"train", "extract", "recal", "search"}
+    unknown = wanted - {"train", "extract", "recal", "search", *RESNET_BENCHES}
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}")
     print(f"reference: {refmod.REFERENCE_REQUIREMENT} in {args.ref_dir}", flush=True)
@@ -472,6 +579,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("recal+eval", lambda: bench_recal_eval(ref, args))
     if "search" in wanted:
         attempt("search", lambda: bench_search(ref, args))
+    for name, fn in RESNET_BENCHES.items():
+        if name in wanted:
+            attempt(name, lambda f=fn: f(ref, args))
     meta = {"reference": refmod.REFERENCE_REQUIREMENT, "load_avg_1m_start": load_start,
             "args": {k: (str(v) if isinstance(v, Path) else v)
                      for k, v in vars(args).items()}}

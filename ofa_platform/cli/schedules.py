@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _restriction(phase: Phase) -> str:
     r = phase.restrict
-    parts = [f"{k} {list(v)}" for k, v in (("k", r.kernels), ("e", r.ratios), ("d", r.depths))
-             if v is not None]
+    parts = [f"{k} {list(v)}" for k, v in (("k", r.kernels), ("e", r.ratios), ("d", r.depths),
+                                           ("w", r.widths)) if v is not None]
     if r.compound:
         parts.append("compound")
     text = " ".join(parts) or "whole space"
@@ -58,11 +58,12 @@ def phase_runs(schedule: Schedule, space: SearchSpace) -> list[dict[str, Any]]:
     for phase, ps in zip(schedule.phases, schedule.phase_spaces(space)):
         r = ps.resolutions[-1]
         plan = network_plan(ps.family)
+        stages = getattr(ps, "stages", None)  # ResNet50D: one choice list for every stage
         out.append({
-            "phase": phase.name, "space": ps.name, "compound": ps.compound,
-            "kernels": [list(st.kernels) for st in ps.stages],
-            "depths": [list(st.depths) for st in ps.stages],
-            "ratios": [list(st.ratios) for st in ps.stages],
+            "phase": phase.name, "space": ps.name, "compound": getattr(ps, "compound", False),
+            "kernels": ([list(st.kernels) for st in stages] if stages else [[3]]),
+            "depths": ([list(st.depths) for st in stages] if stages else [list(ps.depths)]),
+            "ratios": ([list(st.ratios) for st in stages] if stages else [list(ps.ratios)]),
             "cardinality": ps.cardinality(), "resolution": r,
             "macs_largest": count_macs_params(plan, ps.largest(r))[0],
             "macs_smallest": count_macs_params(plan, ps.smallest(r))[0]})

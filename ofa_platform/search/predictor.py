@@ -48,6 +48,9 @@ class OneHotEncoding:
     def check(self, codec: GeneCodec) -> None:
         """Every value the codec can produce must have a place in the encoding."""
         space = codec.space
+        if not hasattr(space, "stages"):  # ResNet50D: per-slot kernels do not describe it
+            raise UserError(f"a MobileNet-style predictor (kernels and ratios per slot) does "
+                            f"not fit space {space.name}")
         bad_k = sorted({k for st in space.stages for k in st.kernels} - set(self.kernels))
         bad_e = sorted({e for st in space.stages for e in st.ratios} - set(self.ratios))
         bins = [(r - self.res_base) // self.res_step for r in codec.resolutions]
@@ -90,7 +93,10 @@ def published_encoding() -> OneHotEncoding:
 
 
 def default_encoding(codec: GeneCodec) -> OneHotEncoding:
-    """One place per kernel and ratio of the space and one per searched resolution."""
+    """One place per kernel and ratio of the space and one per searched resolution
+    (ResNet50D: :class:`~ofa_platform.search.resnet_genes.ResNetEncoding`)."""
+    from ofa_platform.search.resnet_genes import ResNetEncoding, ResNetGeneCodec
+
     space = codec.space
     res = codec.resolutions
     step = 1
@@ -98,6 +104,9 @@ def default_encoding(codec: GeneCodec) -> OneHotEncoding:
         step = 0
         for a, b in zip(res, res[1:]):
             step = math.gcd(step, b - a)
+    if isinstance(codec, ResNetGeneCodec):
+        return ResNetEncoding(ratios=tuple(space.ratios), res_base=min(res),  # type: ignore
+                              res_step=step, res_bins=(max(res) - min(res)) // step + 1)
     return OneHotEncoding(
         kernels=tuple(sorted({k for st in space.stages for k in st.kernels})),
         ratios=tuple(sorted({e for st in space.stages for e in st.ratios})),
@@ -182,8 +191,12 @@ def load_predictor(path: str | Path, codec: GeneCodec) -> AccuracyPredictor:
     except Exception as exc:  # a corrupt or foreign file: one line for the user
         raise UserError(f"predictor {path} cannot be read ({type(exc).__name__})") from None
     if isinstance(data, dict) and data.get("format") == PREDICTOR_FORMAT:
-        encoding = OneHotEncoding(**{k: (tuple(v) if isinstance(v, list) else v)
-                                     for k, v in data["encoding"].items()})
+        from ofa_platform.search.resnet_genes import ResNetEncoding
+
+        fields = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in data["encoding"].items()}
+        kind = ResNetEncoding if fields.get("kind") == "resnet" else OneHotEncoding
+        encoding = kind(**fields)
         state = data["state_dict"]
     elif isinstance(data, dict) and "0.weight" in data:
         encoding, state = published_encoding(), data

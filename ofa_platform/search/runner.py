@@ -20,6 +20,7 @@ import numpy as np
 from ofa_platform.errors import UserError
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
+from ofa_platform.search.resnet_genes import ResNetGeneCodec, make_codec, resnet_macs_estimator
 from search_spaces.arch import ArchConfig
 from search_spaces.blueprint import NetworkPlan, network_plan
 from search_spaces.space import SearchSpace, parse_resolutions
@@ -163,7 +164,12 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
 
     spec = req.latency
     if spec == "macs":
+        if isinstance(codec, ResNetGeneCodec):  # not additive per slot: its own tables
+            return resnet_macs_estimator(codec, plan)  # type: ignore[arg-type]
         return latency.macs_estimator(codec, plan)
+    if spec.startswith("lut:") and isinstance(codec, ResNetGeneCodec):
+        raise UserError(f"--latency {spec}: OFA's lookup tables describe MobileNet layers; "
+                        f"space {codec.space.name} takes macs or measured:cpu|cuda")
     if spec.startswith("lut:"):
         return latency.lut_estimator(codec, plan, spec[4:])
     if spec in ("measured:cpu", "measured:cuda"):
@@ -210,8 +216,11 @@ def prepare(req: SearchRequest) -> Prepared:
             req.method = extra["method"]  # the training schedule: training + search cost
         plan = supernet.plan
     else:
-        plan = network_plan(space.family, req.width_mult)
-    codec = GeneCodec(space, resolutions)
+        try:
+            plan = network_plan(space.family, req.width_mult)
+        except ValueError as exc:  # e.g. a width multiplier ResNet50D does not have
+            raise UserError(f"--width-mult: {exc}") from None
+    codec = make_codec(space, resolutions)
 
     def model_source() -> Any:
         if supernet is not None:

@@ -38,6 +38,8 @@ YAML layout (all keys optional unless marked)::
         subnets_per_step: 1
         sampling: uniform          # a SAMPLING_RULES entry: uniform | compound | sandwich | max
         restrict: {kernels: [3, 5, 7], ratios: [6], depths: [4], compound: false}
+                                   # ResNet50D: ratios 0.2/0.25/0.35, depths are its extra
+                                   # depths 0/1/2, and widths: [0.65, 0.8, 1.0]
         distillation: teacher      # a DISTILLATION_MODES entry: none | teacher | inplace
         teacher_phase: teacher     # teacher mode: whose final weights teach (default: 1st)
         sort_channels: false       # sort channels by importance when the phase starts
@@ -92,26 +94,35 @@ class Restriction:
     of the space can meet is an error, never ignored: ``kernels [7]`` on CompOFA's fixed 3/5
     kernels would otherwise train the K3/5 network and call it the K7 teacher. ``compound``
     couples each stage's ratio to its depth (CompOFA).
+    ``widths`` (width multipliers) only applies to spaces with elastic width (ResNet50D).
     """
 
     kernels: tuple[int, ...] | None = None
-    ratios: tuple[int, ...] | None = None
+    ratios: tuple[float, ...] | None = None
     depths: tuple[int, ...] | None = None
     compound: bool | None = None
+    widths: tuple[float, ...] | None = None
 
     def apply(self, space: SearchSpace) -> SearchSpace:
-        """The restricted space; an empty intersection with the space is a ``UserError``."""
-        for what, want, have in (
-                ("kernels", self.kernels, {k for st in space.stages for k in st.kernels}),
-                ("ratios", self.ratios, {e for st in space.stages for e in st.ratios}),
-                ("depths", self.depths, {d for st in space.stages for d in st.depths})):
-            if want is not None and not set(want) & have:
+        """The restricted space; an empty intersection with the space is a ``UserError``, and
+        so is a restriction no stage of the space can meet (a space with per-stage choices
+        otherwise keeps a stage's fixed choice)."""
+        stages = getattr(space, "stages", None)  # ResNet50D's restrict checks its own
+        for what, want in (("kernels", self.kernels), ("ratios", self.ratios),
+                           ("depths", self.depths)):
+            have = {v for st in stages or () for v in getattr(st, what)}
+            if stages and want is not None and not set(want) & have:
                 raise UserError(f"restriction {what} {list(want)} cannot apply to space "
                                 f"{space.name}: its {what} are {sorted(have)}; train the phase "
                                 "in a space that has them (phase key space:)")
+        extra: dict[str, Any] = {}
+        if self.widths is not None:
+            if space.family != "resnet":
+                raise UserError(f"restrict.widths: space {space.name} has no elastic width")
+            extra["widths"] = self.widths
         try:
             return space.restrict(kernels=self.kernels, ratios=self.ratios, depths=self.depths,
-                                  compound=self.compound)
+                                  compound=self.compound, **extra)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -275,8 +286,9 @@ class Schedule:
         time, before anything starts)."""
         spaces = [p.space(space) for p in self.phases]
         for p, ps in zip(self.phases, spaces):
-            if p.sort_keep_ratios and not set(p.sort_keep_ratios) <= {
-                    e for st in ps.stages for e in st.ratios}:
+            ratios = ({e for st in ps.stages for e in st.ratios} if hasattr(ps, "stages")
+                      else set(getattr(ps, "ratios", ())))
+            if p.sort_keep_ratios and not set(p.sort_keep_ratios) <= ratios:
                 raise UserError(f"phase {p.name}: sort_keep_ratios {list(p.sort_keep_ratios)} "
                                 f"are not ratios the phase trains")
         return spaces
@@ -341,7 +353,7 @@ _OPT_KEYS = {"type", "momentum", "nesterov", "weight_decay", "no_decay_bn_bias"}
 _PHASE_KEYS = {"name", "epochs", "warmup_epochs", "lr", "subnets_per_step", "sampling",
                "restrict", "distillation", "teacher_phase", "sort_channels", "init",
                "beta_ramp_epochs", "space", "sort_keep_ratios"}
-_RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound"}
+_RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound", "widths"}
 
 
 class _Reader:
@@ -382,13 +394,30 @@ class _Reader:
             return default
         return float(v) if kind == "float" else v
 
-    def int_list(self, data: Mapping[str, Any], key: str, where: str) -> tuple[int, ...] | None:
+    def int_list(self, data: Mapping[str, Any], key: str, where: str,
+                 minimum: int = 1) -> tuple[int, ...] | None:
         if key not in data or data[key] is None:
             return None
         v = data[key]
         if (not isinstance(v, list) or not v
-                or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in v)):
-            self.errors.append(f"{where}{key}: expected a non-empty list of positive integers, "
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < minimum for x in v)):
+            what = "positive" if minimum == 1 else f"integers >= {minimum}"
+            self.errors.append(f"{where}{key}: expected a non-empty list of {what}"
+                               f"{' integers' if minimum == 1 else ''}, got {v!r}")
+            return None
+        return tuple(sorted(set(v)))
+
+    def number_list(self, data: Mapping[str, Any], key: str,
+                    where: str) -> tuple[float, ...] | None:
+        """Positive numbers (ResNet50D's ratios and widths are fractions); integers stay
+        integers so MobileNet ratios read as before."""
+        if key not in data or data[key] is None:
+            return None
+        v = data[key]
+        if (not isinstance(v, list) or not v
+                or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                       or not math.isfinite(x) or x <= 0 for x in v)):
+            self.errors.append(f"{where}{key}: expected a non-empty list of positive numbers, "
                                f"got {v!r}")
             return None
         return tuple(sorted(set(v)))
@@ -413,9 +442,10 @@ def _parse_phase(r: _Reader, data: Any, i: int, default_init: str) -> Phase | No
     r.unknown(rd, _RESTRICT_KEYS, f"{where}restrict.")
     restriction = Restriction(
         kernels=r.int_list(rd, "kernels", f"{where}restrict."),
-        ratios=r.int_list(rd, "ratios", f"{where}restrict."),
-        depths=r.int_list(rd, "depths", f"{where}restrict."),
+        ratios=r.number_list(rd, "ratios", f"{where}restrict."),
+        depths=r.int_list(rd, "depths", f"{where}restrict.", minimum=0),  # ResNet50D: 0 extra
         compound=r.get(rd, "compound", "bool", f"{where}restrict."),
+        widths=r.number_list(rd, "widths", f"{where}restrict."),
     )
     name = r.get(data, "name", "str", where, required=True)
     epochs = r.get(data, "epochs", "int", where, required=True, positive=True)
