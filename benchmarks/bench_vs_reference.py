@@ -16,8 +16,14 @@ Comparisons (each interleaved, medians, speed ratio ours / reference; see ``harn
    Note10 tables (width 1.2), equal population, generations, targets and resolutions; ours
    with each multi-target strategy, the reference with one independent search per target
    (it has nothing else). Predicted accuracy found is printed per target.
+5. ``search 10 targets, whole process``: what a user waits for. Ours is the command
+   ``ofa-platform search --strategy vanilla ... --json`` in a fresh Python process (imports,
+   predictor and tables loaded, search, Pareto table written), without and with its MLflow run
+   (a SQLite store created beforehand); the reference is a fresh Python process that imports
+   it, loads the same predictor and tables and runs its ``EvolutionFinder`` per target. CPU
+   time is the child processes'. Goal (issue 17): ours >= 30x.
 
-5. ``resnet-train`` / ``resnet-extract`` / ``resnet-recal`` (opt in with ``--only``, e.g.
+6. ``resnet-train`` / ``resnet-extract`` / ``resnet-recal`` (opt in with ``--only``, e.g.
    ``--only resnet-train,resnet-extract,resnet-recal``): the same three comparisons on
    ResNet50D (``ofa_resnet50`` against the reference's ``OFAResNets``; teacher: each side's
    static largest subnet), ``--resnet-resolution`` px.
@@ -30,9 +36,14 @@ because the engine runs its step inside a Ray Train worker and exposes no step f
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,9 +63,9 @@ SEARCH_RESOLUTIONS = (160, 176, 192, 208, 224)  # the reference's evolution find
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="train,extract,recal,search",
-                   help="comma-separated subset of train,extract,recal,search, resnet-train,"
-                        "resnet-extract,resnet-recal")
+    p.add_argument("--only", default="train,extract,recal,search,whole",
+                   help="comma-separated subset of train,extract,recal,search,whole, "
+                        "resnet-train,resnet-extract,resnet-recal")
     p.add_argument("--resnet-resolution", type=int, default=64,
                    help="ResNet50D training-step and recalibration resolution")
     p.add_argument("--devices", default="auto",
@@ -83,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-many-repeats", type=int, default=1,
                    help="repeats of the all-targets search")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--whole-repeats", type=int, default=2,
+                   help="repeats of the whole-process 10-target search (each side)")
+    p.add_argument("--reference-process", action="store_true",
+                   help=argparse.SUPPRESS)  # internal: the reference side of a whole-process run
     p.add_argument("--data", type=Path, default=SHARED,
                    help="dir with acc_predictor.pth and latency_note10/")
     p.add_argument("--ref-dir", type=Path, default=refmod.default_reference_dir(REPO))
@@ -393,6 +408,102 @@ def bench_search(ref: refmod.Reference, args: argparse.Namespace) -> list[harnes
     return comps
 
 
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (user + system): a whole-process side's."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _run_json(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> Any:
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
+def _ours_command(args: argparse.Namespace, targets: Sequence[float], out: Path,
+                  mlflow: bool) -> list[str]:
+    lo, hi = SEARCH_RESOLUTIONS[0], SEARCH_RESOLUTIONS[-1]
+    step = SEARCH_RESOLUTIONS[1] - SEARCH_RESOLUTIONS[0]
+    cmd = [sys.executable, "-m", "ofa_platform", "search", "--space", "ofa_mbv3",
+           "--width-mult", "1.2", "--predictor", str(args.data / "acc_predictor.pth"),
+           "--latency", f"lut:{args.data / 'latency_note10'}", "--strategy", "vanilla",
+           "--targets", ",".join(f"{t:g}" for t in targets),
+           "--resolutions", f"{lo}-{hi}:{step}", "--generations", str(args.generations),
+           "--population-size", str(args.population), "--seed", str(args.seed), "--json",
+           "--out", str(out / "search"), "--cache-dir", str(out / "cache"),
+           "--experiment", "bench-whole-process"]
+    return cmd if mlflow else cmd + ["--no-mlflow"]
+
+
+def bench_search_whole(args: argparse.Namespace) -> list[harness.Comparison]:
+    """The 10-target vanilla search as whole processes, ours against the reference's."""
+    targets = [float(t) for t in args.targets.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="ofa-bench-whole-"))
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/m.db")
+    ref_cmd = [sys.executable, "-m", "benchmarks.bench_vs_reference", "--reference-process",
+               "--data", str(args.data), "--ref-dir", str(args.ref_dir), "--targets",
+               args.targets, "--population", str(args.population), "--generations",
+               str(args.generations), "--seed", str(args.seed),
+               "--threads", str(args.threads)]
+    common = {"population": args.population, "generations": args.generations,
+              "resolutions": list(SEARCH_RESOLUTIONS), "targets": targets,
+              "strategy": "vanilla"}
+
+    def ours(mlflow: bool) -> dict[str, Any]:
+        got = _run_json(_ours_command(args, targets, tmp, mlflow), tmp, env)
+        return {"mean_accuracy": statistics.fmean(r["accuracy"] for r in got["results"]),
+                "search_time_s": got["search_time_s"],
+                "per_target": [{"target_ms": r["target"], "accuracy": r["accuracy"],
+                                "latency_ms": r["cost"]} for r in got["results"]]}
+
+    def theirs() -> dict[str, Any]:
+        found = _run_json(ref_cmd, REPO, env)
+        return {"mean_accuracy": statistics.fmean(f["accuracy"] for f in found),
+                "per_target": [{k: f[k] for k in ("target_ms", "accuracy", "latency_ms")}
+                               for f in found]}
+
+    try:
+        ours(True)  # the MLflow store exists before the timed runs, as on a user's second day
+        comps = [harness.compare(
+            f"search {len(targets)} targets (vanilla), whole process",
+            lambda: ours(False), theirs, repeats=args.whole_repeats, warmup=0,
+            work=len(targets), unit="target", cpu_clock=_children_cpu,
+            notes={**common, "ours": "ofa-platform search --no-mlflow --json"})]
+        ref_side = comps[0].reference
+        side = harness.Side()
+        for _ in range(args.whole_repeats):
+            w0, c0 = time.perf_counter(), _children_cpu()
+            side.result = ours(True)
+            side.wall_s.append(time.perf_counter() - w0)
+            side.cpu_s.append(_children_cpu() - c0)
+        comps.append(harness.Comparison(
+            f"search {len(targets)} targets (vanilla), whole process + MLflow run", side,
+            ref_side, work=len(targets), unit="target",
+            notes={**common, "ours": "ofa-platform search --json (MLflow run, SQLite)",
+                   "reference_timing": "shared with the row above"}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return comps
+
+
+def _reference_process(args: argparse.Namespace) -> int:
+    """The reference side of a whole-process run: import, load, search, print JSON."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ref = refmod.load_reference(args.ref_dir)
+    theirs = refmod.ReferenceSearch(ref, args.data / "acc_predictor.pth",
+                                    args.data / "latency_note10", SEARCH_RESOLUTIONS)
+    found = theirs.search([float(t) for t in args.targets.split(",")],
+                          population=args.population, generations=args.generations,
+                          seed=args.seed)
+    print(json.dumps(found))
+    return 0
+
+
 def _cross_check(theirs: refmod.ReferenceSearch, found: list[dict[str, Any]]) -> dict[str, float]:
     """Re-score our archs with the reference's own predictor and table: both sides must
     measure the same thing for the accuracies to be comparable."""
@@ -538,13 +649,15 @@ def _devices(spec: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.reference_process:
+        return _reference_process(args)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = harness.machine_info().get("load_avg_1m")
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - {"train", "extract", "recal", "search", *RESNET_BENCHES}
+    unknown = wanted - {"train", "extract", "recal", "search", "whole", *RESNET_BENCHES}
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}")
     print(f"reference: {refmod.REFERENCE_REQUIREMENT} in {args.ref_dir}", flush=True)
@@ -579,6 +692,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("recal+eval", lambda: bench_recal_eval(ref, args))
     if "search" in wanted:
         attempt("search", lambda: bench_search(ref, args))
+    if "whole" in wanted:
+        attempt("search, whole process", lambda: bench_search_whole(args))
     for name, fn in RESNET_BENCHES.items():
         if name in wanted:
             attempt(name, lambda f=fn: f(ref, args))
