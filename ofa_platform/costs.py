@@ -22,7 +22,7 @@ from ofa_platform.errors import UserError
 
 __all__ = [
     "LBS_PER_KG", "HardwareSpec", "CostReport", "default_table_path", "load_hardware_table",
-    "load_hardware", "list_hardware", "compute_cost", "EnergyMeter",
+    "load_hardware", "list_hardware", "hardware_for_device", "compute_cost", "EnergyMeter",
     "project_device_hours", "project_schedule_device_hours",
 ]
 
@@ -131,13 +131,44 @@ def load_hardware(name: str, table_path: str | Path | None = None, *,
     """
     table = load_hardware_table(table_path)
     if name not in table:
-        raise UserError(f"unknown hardware {name!r}; known: {', '.join(sorted(table))}")
+        raise UserError(_unknown(f"hardware {name!r}", table, table_path))
     spec = table[name]
     if overrides:
         merged = {k: v for k, v in asdict(spec).items() if k != "name"}
         merged.update(overrides)
         spec = _spec(name, merged, "overrides")
     return spec
+
+
+def _unknown(what: str, table: Mapping[str, HardwareSpec], table_path: str | Path | None) -> str:
+    """One line: what is missing, which table was read, and how to add an entry (a device that
+    is billed as some other device without a word is the error this prevents)."""
+    path = Path(table_path) if table_path is not None else default_table_path()
+    return (f"unknown {what}: not in the hardware table {path} (known: "
+            f"{', '.join(sorted(table))}); "
+            "add an entry with kind, price_per_hour and watts to that file, or pass --table "
+            "with your own")
+
+
+def hardware_for_device(device_name: str, table_path: str | Path | None = None) -> str:
+    """The table entry of a device as the driver reports it (``torch.cuda.get_device_name``,
+    e.g. ``"NVIDIA A100-SXM4-80GB"`` -> ``a100_80gb``, ``"NVIDIA A10G"`` -> ``a10g``).
+
+    Matches an entry named by a word of the name, or by a word joined with the memory size
+    (``a100`` + ``80gb``); an unknown device is a ``UserError`` rather than a silent fallback to
+    another device's price.
+    """
+    import re
+
+    table = load_hardware_table(table_path)
+    words = [w for w in re.split(r"[\s_\-/]+", device_name.lower()) if w]
+    memory = next((w for w in words if re.fullmatch(r"\d+gb", w)), None)
+    for word in words:
+        if memory and f"{word}_{memory}" in table:
+            return f"{word}_{memory}"
+        if word in table and table[word].kind == "gpu":
+            return word
+    raise UserError(_unknown(f"GPU {device_name!r}", table, table_path))
 
 
 def compute_cost(device_hours: float, hardware: HardwareSpec,

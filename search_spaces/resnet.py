@@ -111,12 +111,17 @@ class ResNetSupernet(nn.Module):
         self.active_arch = arch
         return arch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dropout: float | None = None) -> torch.Tensor:
+        """Run the active subnet; ``dropout`` overrides the classifier dropout for this call
+        (as ``Supernet.forward``: the engine never sets it on the module)."""
         x = self.pool(self.stem(x))
         blocks = self.blocks
         for i in self._active:
             x = blocks[i](x)
-        return self.classifier(self.dropout(_global_pool(x)))
+        x = _global_pool(x)
+        x = self.dropout(x) if dropout is None else nn.functional.dropout(x, dropout,
+                                                                           self.training)
+        return self.classifier(x)
 
     @torch.no_grad()
     def extract(self, arch: ResNetArch | None = None) -> ResNetSubnet:
@@ -135,9 +140,13 @@ class ResNetSupernet(nn.Module):
         return net.train(self.training)
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, keep_ratios: Sequence[float] = ()) -> None:
         """Reorder every bottleneck's middle channels by importance (OFA's
-        ``re_organize_middle_weights``) so smaller ratios keep the most important channels."""
+        ``re_organize_middle_weights``) so smaller ratios keep the most important channels.
+        ``keep_ratios`` (kept groups, MobileNetV3's expand-2 sorting) is not supported here."""
+        if keep_ratios:
+            raise ValueError("ResNet50D sorts its middle channels globally; keep_ratios is "
+                             "MobileNetV3's")
         for block in self.blocks:
             block.sort_channels()
 

@@ -42,8 +42,9 @@ SPACES: dict[str, SearchSpace | ResNetSpace] = {
             description="CompOFA: depth and ratio coupled per stage, kernels fixed 3,5,3,3,5"),
         SearchSpace(
             name="compofa_mbv3_ek", family="mbv3", stages=_mbv3((_K,) * 5),
-            resolutions=_IMAGENET_RES, compound=True, kernel_transform=False,
-            description="CompOFA with elastic kernel per block: depth and ratio coupled"),
+            resolutions=_IMAGENET_RES, compound=True, kernel_transform=True,
+            description="CompOFA with elastic kernel per block (kernel transformation as "
+                        "OFA's): depth and ratio coupled"),
         SearchSpace(
             name="deps_mbv3", family="mbv3", stages=_mbv3(((7,),) * 5),
             resolutions=_IMAGENET_RES, kernel_transform=False,

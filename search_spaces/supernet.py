@@ -109,13 +109,18 @@ class Supernet(nn.Module):
         self.active_arch = arch
         return arch
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dropout: float | None = None) -> torch.Tensor:
+        """Run the active subnet. ``dropout`` overrides the classifier dropout rate for this
+        call only (DεpS drops out on the full model only) without touching the module, so a
+        step's subnets can differ in dropout and the module stays as built."""
         x = self.stem(x)
         blocks = self.blocks
         for i in self._active:
             x = blocks[i](x)
-        x = self.head(x)
-        return self.classifier(self.dropout(torch.flatten(x, 1)))
+        x = torch.flatten(self.head(x), 1)
+        x = (self.dropout(x) if dropout is None
+             else nn.functional.dropout(x, dropout, self.training))
+        return self.classifier(x)
 
     @torch.no_grad()
     def extract(self, arch: ArchConfig | None = None) -> Subnet:
@@ -134,12 +139,14 @@ class Supernet(nn.Module):
         return net.train(self.training)
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, keep_ratios: Sequence[int] = ()) -> None:
         """Reorder every elastic block's middle channels by importance so that every smaller
-        width keeps the most important channels; the full network's function is unchanged."""
+        width keeps the most important channels; the full network's function is unchanged.
+        ``keep_ratios``: the channel groups of these (largest) ratios, trained by the phase
+        before, stay in front (OFA's second expand phase; ``DynamicMBConv.sort_channels``)."""
         for idx in self.stage_blocks:
             for i in idx:
-                self.blocks[i].sort_channels()
+                self.blocks[i].sort_channels(keep_ratios)
 
     def dynamic_blocks(self) -> list[DynamicMBConv]:
         return [self.blocks[i] for idx in self.stage_blocks for i in idx]

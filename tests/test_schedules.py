@@ -62,7 +62,10 @@ def test_compofa_epoch_tables() -> None:
     ek = load_schedule("compofa_ek")
     assert ek.total_epochs == 455
     assert [p.total_epochs for p in ek.phases] == [180, 125, 25, 125]
-    assert ek.phases[1].lr == 2.6 and ek.phases[1].subnets_per_step == 1  # CompOFA's script
+    ofa_kernel = load_schedule("ofa").phase("kernel")  # "as done in OFA" (paper, A.3)
+    assert {**ek.phases[1].to_dict(), "start_epoch": 0, "end_epoch": 0} == {
+        **ofa_kernel.to_dict(), "start_epoch": 0, "end_epoch": 0}
+    assert get_space(ek.space).kernel_transform and get_space("ofa_mbv3").kernel_transform
     assert [p.lr for p in ek.phases[2:]] == [0.08, 0.24]
 
 
@@ -159,7 +162,7 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_restriction_outside_space_is_user_error() -> None:
     s = parse_schedule({"space": "ofa_mbv3", "phases": [
         {"name": "a", "epochs": 1, "lr": 1, "restrict": {"kernels": [9]}}]})
-    with pytest.raises(UserError, match="no kernel"):
+    with pytest.raises(UserError, match=r"phase a: restriction kernels \[9\] cannot apply"):
         s.phases[0].space(get_space("ofa_mbv3"))
 
 

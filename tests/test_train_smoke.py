@@ -74,6 +74,10 @@ def test_smoke_run_records_a_finished_run_with_cost(schedule: str, shared_data: 
     for c in children:
         p = prep.schedule.phase(c.data.tags["ofa.phase"])
         assert int(c.data.params["start_epoch"]) == p.start_epoch
+        assert all(c.data.metrics[k] > 0 for k in COST), p.name  # each phase's own cost
+    # each finished phase's supernet, for --init-from RUN_ID:PHASE
+    arts = {a.path for a in client.list_artifacts(out.run_id, "phases")}
+    assert arts == {f"phases/{p.name}" for p in prep.schedule.phases}
     # the final checkpoint is an artifact that loads as a supernet of the right space
     local = client.download_artifacts(out.run_id, "checkpoint", str(tmp_path / "dl"))
     supernet, extra = load_supernet(os.path.join(local, "supernet.pt"))

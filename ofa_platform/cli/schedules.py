@@ -1,21 +1,30 @@
-"""``ofa-platform schedules``: list the training recipes, or show one's phases and epochs."""
+"""``ofa-platform schedules``: list the training recipes, or show one's phases and epochs.
+
+Showing one recipe validates it against its space first (a restriction that cannot apply is
+the same one-line error as at ``train`` time) and prints what each phase actually trains: the
+space, per-stage kernels, depths and ratios after the restriction, and the MACs of the phase's
+largest and smallest subnet, so a restriction that the space ignores cannot hide.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ofa_platform.train.schedule import Phase
+    from ofa_platform.train.schedule import Phase, Schedule
+    from search_spaces.space import SearchSpace
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "phase_runs"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schedules", help="list training schedules or show one's phases")
     p.add_argument("name", nargs="?", help="a schedule name or a path to a YAML recipe")
     p.add_argument("--dir", default=None, help="schedules directory (default: jobs/schedules)")
+    p.add_argument("--space", default=None,
+                   help="show the phases in this space (default: the schedule's)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -28,6 +37,37 @@ def _restriction(phase: Phase) -> str:
         parts.append("compound")
     text = " ".join(parts) or "whole space"
     return text + (f", β ramp {phase.beta_ramp_epochs} epochs" if phase.beta_ramp_epochs else "")
+
+
+def _choices(values: list[tuple[int, ...]]) -> str:
+    """Per-stage choices, folded when every stage has the same: ``3,5,7`` or ``3|5|3|3|5``."""
+    if len(set(values)) == 1:
+        return ",".join(map(str, values[0]))
+    return "|".join(",".join(map(str, v)) for v in values)
+
+
+def phase_runs(schedule: Schedule, space: SearchSpace) -> list[dict[str, Any]]:
+    """What each phase of ``schedule`` trains in a run on ``space`` (a ``UserError`` when a
+    phase cannot apply): its space, per-stage choices, cardinality, and MACs of the largest and
+    smallest subnet at the space's largest resolution (ImageNet's 224 for the shipped spaces).
+    """
+    from search_spaces.blueprint import network_plan
+    from search_spaces.flops import count_macs_params
+
+    out = []
+    for phase, ps in zip(schedule.phases, schedule.phase_spaces(space)):
+        r = ps.resolutions[-1]
+        plan = network_plan(ps.family)
+        stages = getattr(ps, "stages", None)  # ResNet50D: one choice list for every stage
+        out.append({
+            "phase": phase.name, "space": ps.name, "compound": getattr(ps, "compound", False),
+            "kernels": ([list(st.kernels) for st in stages] if stages else [[3]]),
+            "depths": ([list(st.depths) for st in stages] if stages else [list(ps.depths)]),
+            "ratios": ([list(st.ratios) for st in stages] if stages else [list(ps.ratios)]),
+            "cardinality": ps.cardinality(), "resolution": r,
+            "macs_largest": count_macs_params(plan, ps.largest(r))[0],
+            "macs_smallest": count_macs_params(plan, ps.smallest(r))[0]})
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,9 +85,17 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.name:<14} {s.space:<16} {len(s.phases):>6} {s.total_epochs:>6}  "
                   f"{s.description}")
         return 0
+    from ofa_platform.errors import UserError
+    from search_spaces.spaces import UnknownSpaceError, get_space
+
     s = load_schedule(args.name, args.dir)
+    try:
+        space = get_space(args.space or s.space)
+    except UnknownSpaceError as exc:
+        raise UserError(str(exc)) from None
+    runs = phase_runs(s, space)  # validates every phase against the space
     if args.json:
-        print(json.dumps(s.to_dict(), indent=2))
+        print(json.dumps({**s.to_dict(), "runs": runs}, indent=2))
         return 0
     o = s.optimizer
     print(f"{s.name}: {s.description}")
@@ -66,4 +114,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {i:>2} {p.name:<12} {ep:>9} {p.start_epoch:>5} {p.end_epoch:>5} {p.lr:>6g} "
               f"{p.subnets_per_step:>7} {p.sampling:<9} {p.distillation:<8} "
               f"{'yes' if p.sort_channels else 'no':<4} {p.init:<8} {_restriction(p)}")
+    print(f"  what runs in {space.name} (MACs at {runs[0]['resolution']} px):")
+    print(f"  {'#':>2} {'phase':<12} {'space':<16} {'kernels':<12} {'depths':<8} {'ratios':<16} "
+          f"{'subnets':>12} {'MMACs max':>9} {'MMACs min':>9}")
+    for i, r in enumerate(runs):
+        ratios = _choices([tuple(x) for x in r["ratios"]]) + (" (coupled)" if r["compound"]
+                                                              else "")
+        print(f"  {i:>2} {r['phase']:<12} {r['space']:<16} "
+              f"{_choices([tuple(x) for x in r['kernels']]):<12} "
+              f"{_choices([tuple(x) for x in r['depths']]):<8} {ratios:<16} "
+              f"{r['cardinality']:>12.4g} {r['macs_largest'] / 1e6:>9.1f} "
+              f"{r['macs_smallest'] / 1e6:>9.1f}")
     return 0

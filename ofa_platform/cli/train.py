@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="worker-group restarts from the last checkpoint")
     p.add_argument("--storage-path", help="Ray Train storage (default: runs/ray)")
     p.add_argument("--init-checkpoint", help="supernet file to start the first phase from")
+    p.add_argument("--init-from", metavar="RUN_ID:PHASE",
+                   help="start after PHASE from its finished weights: a training run's MLflow "
+                        "id (or a supernet file of that phase) and the phase name, e.g. a "
+                        "shared teacher (tags ofa.init_from_run_id, ofa.init_from_phase)")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     p.add_argument("--val-limit", type=positive_int, help="evaluate on at most N validation images")
     p.add_argument("--loader-workers", type=non_negative_int, default=0,
@@ -73,7 +77,8 @@ def request_from_args(args: argparse.Namespace) -> object:
         seed=args.seed, batch_size=args.batch_size, width_mult=args.width_mult,
         small_input=args.small_input,
         hardware=args.hardware, max_failures=args.max_failures,
-        storage_path=args.storage_path, init_checkpoint=args.init_checkpoint, amp=args.amp,
+        storage_path=args.storage_path, init_checkpoint=args.init_checkpoint,
+        init_from=args.init_from, amp=args.amp,
         val_limit=args.val_limit, loader_workers=args.loader_workers,
         data_loader=args.data_loader, data_cpus=args.data_cpus,
         placement_strategy=args.placement_strategy)

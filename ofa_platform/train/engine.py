@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from ofa_platform.datasets import DataSpec
 from ofa_platform.train.schedule import Phase, Schedule
 from search_spaces.arch import ArchConfig
 from search_spaces.space import SearchSpace
+from search_spaces.supernet import Supernet
 
 __all__ = ["EngineConfig", "WorkerEnv", "train_loop_per_worker", "run_plain", "plain_env",
            "middle_arch", "eval_archs", "param_groups", "STATE_FILE", "SUPERNET_FILE",
@@ -59,8 +59,11 @@ class EngineConfig:
     the same way; a spec string is parsed on the worker.
     ``amp`` is ``auto`` (bf16 where the GPU supports it, else fp16; off on CPU), ``bf16``,
     ``fp16`` or ``off``. ``init_checkpoint`` is a supernet file whose weights the first phase
-    starts from instead of the fresh initialisation. ``loader_workers`` decode on-disk images
-    (ImageFolder) in that many DataLoader processes, so a GPU is not starved by JPEG decoding.
+    starts from instead of the fresh initialisation; with ``init_phase`` it is that phase's
+    finished weights (``--init-from RUN:PHASE``): the run skips the phases up to and
+    including it and continues from there, that phase's weights also teaching.
+    ``loader_workers`` decode on-disk images (ImageFolder) in that many DataLoader processes,
+    so a GPU is not starved by JPEG decoding.
     """
 
     schedule: Schedule
@@ -76,6 +79,7 @@ class EngineConfig:
     val_limit: int | None = None
     loader_workers: int = 0
     init_checkpoint: str | None = None
+    init_phase: str | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
     #: ``memory`` (every worker decodes the dataset) or ``ray-data`` (streamed, see
     #: ``ofa_platform.data.raydata``); the driver resolves ``auto`` before Ray starts.
@@ -153,13 +157,25 @@ class _State:
     resumed_from: int = -1
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One optimizer step's inputs: the global step, LR, β, the batch at its resolution and
+    the subnets it trains (with which one is the full model)."""
+
+    index: int
+    lr: float
+    beta: float
+    x: torch.Tensor
+    y: torch.Tensor
+    chosen: list[tuple[ArchConfig, bool]]
+
+
 class _Worker:
     """One worker's training objects; methods are the parts of the loop."""
 
     def __init__(self, cfg: EngineConfig, env: WorkerEnv) -> None:
         from ofa_platform.data.raydata import load_worker_dataset
         from ofa_platform.datasets import parse_data_spec
-        from search_spaces.registry import create_supernet
         from search_spaces.spaces import get_space
 
         self.cfg, self.schedule, self.env = cfg, cfg.schedule, env
@@ -171,63 +187,92 @@ class _Worker:
         self.stream: Any = None  # the Ray Data stream, made on the first streamed epoch
         self.space = get_space(cfg.space).with_resolutions(self.dataset.resolutions)
         self.max_res = max(self.space.resolutions)
-        small = self.dataset.small_input if cfg.small_input is None else cfg.small_input
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self._make = lambda: create_supernet(
-            self.space, width_mult=cfg.width_mult, n_classes=self.dataset.n_classes,
-            small_input=small, dropout=self.schedule.dropout)
-        self.supernet = self._make()
-        if cfg.init_checkpoint:
-            from search_spaces.checkpoints import load_supernet
-            loaded, _ = load_supernet(cfg.init_checkpoint)
-            self.supernet.load_state_dict(loaded.state_dict())
+        self.small = self.dataset.small_input if cfg.small_input is None else cfg.small_input
         self.state = _State()
         self.opt_state: dict[str, Any] | None = None
         self.scaler_state: dict[str, Any] | None = None
-        if env.checkpoint_dir:
-            self._restore(env.checkpoint_dir)
-            if env.checkpoint_is_copy:
-                shutil.rmtree(env.checkpoint_dir, ignore_errors=True)
-        mf = torch.channels_last if self.cuda else torch.contiguous_format
-        self.supernet.to(self.device, memory_format=mf)
-        self.model = env.wrap_model(self.supernet)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        blob = self._read_restore(env.checkpoint_dir) if env.checkpoint_dir else None
+        first = max(self.state.started_phase, 0)
+        if blob is None and cfg.init_phase is not None:
+            first = self.schedule.phase_index(cfg.init_phase)
+        self.supernet = self._make(first)
+        if blob is not None:
+            self.supernet.load_state_dict(blob["model"])
+        elif cfg.init_checkpoint:
+            self._init_from(cfg.init_checkpoint, first)
         self.amp_dtype = _amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.amp_dtype == torch.float16)
         if self.scaler_state:
             self.scaler.load_state_dict(self.scaler_state)
+        self._place()
         self.optimizer: torch.optim.Optimizer | None = None
         self.teacher: nn.Module | None = None
         n_train = self.dataset.meta.get("train_rows", self.dataset.n_train)
         self.steps_per_epoch = max(1, n_train // (cfg.batch_size * self.world))
 
+    # ----------------------------------------------------------------- the supernet
+    def _base_space(self, index: int) -> SearchSpace:
+        """The space whose supernet phase ``index`` trains (``Phase.base_space``)."""
+        return self.schedule.phases[index].base_space(self.space)
+
+    def _make(self, index: int, dropout: float | None = None) -> Supernet:
+        """A fresh supernet for phase ``index`` (fresh OFA-style init)."""
+        from search_spaces.registry import create_supernet
+
+        return create_supernet(
+            self._base_space(index), width_mult=self.cfg.width_mult,
+            n_classes=self.dataset.n_classes, small_input=self.small,
+            dropout=self.schedule.dropout if dropout is None else dropout)
+
+    def _place(self) -> None:
+        """Move the supernet to the device and wrap it (DDP under Ray)."""
+        mf = torch.channels_last if self.cuda else torch.contiguous_format
+        self.supernet.to(self.device, memory_format=mf)
+        self.model = self.env.wrap_model(self.supernet)
+
+    def _init_from(self, path: str, index: int) -> None:
+        """Start from a finished phase's weights (``--init-checkpoint`` / ``--init-from``):
+        carried into phase ``index``'s supernet; with ``init_phase`` the run continues after
+        that phase, which also becomes the teacher snapshot of its name."""
+        from search_spaces.checkpoints import load_supernet
+        from search_spaces.transfer import transfer_weights
+
+        loaded, _ = load_supernet(path)
+        transfer_weights(loaded, self.supernet)
+        if self.cfg.init_phase is not None:
+            phase = self.schedule.phases[index]
+            self.state.epoch = phase.end_epoch
+            self.state.started_phase = index
+            self.state.snapshots[phase.name] = _cpu_copy(self.supernet)
+
     # ----------------------------------------------------------------- checkpointing
-    def _restore(self, directory: str) -> None:
+    def _read_restore(self, directory: str) -> dict[str, Any]:
         blob = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
                           weights_only=True)
-        self.supernet.load_state_dict(blob["model"])
         self.state = _State(epoch=blob["epoch"], step=blob["step"],
                             started_phase=blob["started_phase"], snapshots=blob["snapshots"],
                             resumed_from=blob["epoch"])
         self.opt_state = blob["optimizer"]
         self.scaler_state = blob["scaler"]
+        return blob
 
-    def _checkpoint_dir(self, phase_index: int) -> str:
-        """Rank 0 writes the state and a standalone supernet file (what MLflow archives)."""
+    def _write_checkpoint(self, d: str, phase_index: int) -> None:
+        """Rank 0 writes what a restart reads (``STATE_FILE``) and a standalone supernet file
+        (what MLflow archives and ``--init-from`` starts from)."""
         from search_spaces.checkpoints import save_supernet
 
-        d = tempfile.mkdtemp(prefix="ofa_ckpt_")
         s = self.state
         blob = {"model": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "epoch": s.epoch, "step": s.step,
-                "started_phase": s.started_phase, "snapshots": s.snapshots,
-                "phase_index": phase_index, "space": self.cfg.space,
-                "rng": {"seed": self.cfg.seed, "torch": torch.get_rng_state()}}
+                "started_phase": s.started_phase, "snapshots": s.snapshots}
         torch.save(blob, os.path.join(d, STATE_FILE))
         save_supernet(os.path.join(d, SUPERNET_FILE), self.supernet,
                       extra={"schedule": self.schedule.name, "epoch": s.epoch,
-                             "phase_index": phase_index, **checkpoint_provenance(self.cfg)})
-        return d
+                             "phase_index": phase_index,
+                             "phase": self.schedule.phases[phase_index].name,
+                             **checkpoint_provenance(self.cfg)})
 
     # ----------------------------------------------------------------- phases
     def _new_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
@@ -236,30 +281,29 @@ class _Worker:
         return torch.optim.SGD(groups, lr=phase.lr, momentum=o.momentum, nesterov=o.nesterov)
 
     def _teacher_names(self) -> set[str]:
-        first = self.schedule.phases[0].name
-        return {p.teacher_phase or first for p in self.schedule.phases
-                if p.distillation == "teacher"}
+        return {t for p in self.schedule.phases if (t := self.schedule.teacher_of(p))}
 
     def start_phase(self, index: int) -> None:
-        """Phase start actions: snapshot the finished teacher phase, re-init or keep weights,
-        sort channels, fresh optimizer (per-phase LR schedules restart momentum as OFA's
-        separate jobs do), and the frozen teacher."""
+        """Phase start actions: snapshot the finished teacher phase, carry the weights into
+        this phase's space when it differs, re-init or keep weights, sort channels, fresh
+        optimizer (per-phase LR schedules restart momentum as OFA's separate jobs do), and
+        the frozen teacher."""
         phase = self.schedule.phases[index]
         resumed_here = self.state.started_phase >= index
+        rebuilt = False
         if not resumed_here:
             if index > 0:
                 prev = self.schedule.phases[index - 1]
                 if prev.name in self._teacher_names():
-                    self.state.snapshots[prev.name] = {
-                        k: v.detach().cpu().clone() for k, v in self.supernet.state_dict().items()}
+                    self.state.snapshots[prev.name] = _cpu_copy(self.supernet)
+                rebuilt = self._enter_space(index)
                 if phase.init == "scratch":
-                    fresh = self._make().state_dict()
-                    self.supernet.load_state_dict(fresh)
+                    self.supernet.load_state_dict(self._make(index).state_dict())
             if phase.sort_channels:
-                self.supernet.sort_channels()
+                self.supernet.sort_channels(phase.sort_keep_ratios or ())
             self.state.started_phase = index
         one_cosine = self.schedule.lr_schedule == "global_cosine"
-        if self.optimizer is None or not one_cosine:
+        if self.optimizer is None or not one_cosine or rebuilt:
             self.optimizer = self._new_optimizer(phase)
             # A restored optimizer belongs to the phase it was saved in: reuse it when the run
             # resumes inside that phase, or always when one cosine spans the whole job.
@@ -271,14 +315,31 @@ class _Worker:
         self.teacher = self._build_teacher(phase)
         self.phase_space = phase.space(self.space)
 
+    def _enter_space(self, index: int) -> bool:
+        """Rebuild the supernet in phase ``index``'s space when it differs from the current
+        one, carrying the weights over (``search_spaces.transfer``); True when rebuilt."""
+        from search_spaces.transfer import transfer_weights
+
+        if self._base_space(index).name == self.supernet.space.name:
+            return False
+        old = self.supernet.cpu()
+        self.supernet = transfer_weights(old, self._make(index))
+        self._place()
+        return True
+
     def _build_teacher(self, phase: Phase) -> nn.Module | None:
-        if phase.distillation != "teacher":
+        """The frozen teacher of a frozen-teacher mode: the teacher phase's full model, no
+        dropout (the reference builds it with ``dropout_rate=0``). With ``teacher_bn: batch``
+        (the reference's ``teacher_model.train()`` under ``no_grad``) its BN normalises with
+        each batch's statistics; ``running`` uses its stored statistics (eval mode)."""
+        name = self.schedule.teacher_of(phase)
+        if name is None:
             return None
-        name = phase.teacher_phase or self.schedule.phases[0].name
-        teacher = self._make()
+        index = self.schedule.phase_index(name)
+        teacher = self._make(index, dropout=0.0)
         teacher.load_state_dict(self.state.snapshots[name])
-        teacher.set_active(self.space.largest())
-        teacher.eval().requires_grad_(False)
+        teacher.set_active(self.schedule.phases[index].space(self.space).largest())
+        teacher.train(self.schedule.teacher_bn == "batch").requires_grad_(False)
         mf = torch.channels_last if self.cuda else torch.contiguous_format
         return teacher.to(self.device, memory_format=mf)
 
@@ -308,73 +369,27 @@ class _Worker:
         return iter(self.stream.batches(epoch, self.device if self.cuda else None))
 
     def train_epoch(self, epoch: int, phase: Phase) -> dict[str, float]:
-        from ofa_platform.train.eps import schedule_beta
-        from ofa_platform.train.losses import subnet_loss
-        from ofa_platform.train.lr import schedule_lr
-        from ofa_platform.train.sampling import sample_step
-
+        """One epoch of optimizer steps; each step is :meth:`_plan_step` then
+        :meth:`_run_step`."""
         torch.manual_seed(self.cfg.seed * 1_000_003 + epoch * 101 + self.rank)  # dropout
         self.model.train()
-        sched, cfg = self.schedule, self.cfg
-        spe = self.steps_per_epoch
-        total_batch = cfg.batch_size * self.world
         losses: list[float] = []
         keys: list[str] = []
         lr = beta = 0.0
         batches = self._train_batches(epoch)
         t0 = time.perf_counter()
         n_images = 0
-        for i in range(spe):
+        for i in range(self.steps_per_epoch):
             try:
                 x, y = next(batches)
             except StopIteration:
                 break
-            step = epoch * spe + i  # the global step: seeds sampling, places LR and beta
-            lr = schedule_lr(sched, step, spe, total_batch)
-            beta = schedule_beta(sched, step, spe, total_batch)
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            sample = sample_step(phase, self.phase_space, seed=cfg.seed, global_step=step)
-            chosen = list(zip(sample.archs, sample.full_model))
-            if beta == 0.0:  # subnets would add zero gradient: skip their compute
-                chosen = [c for c in chosen if c[1]] or chosen[:1]
-            keys.extend(a.key for a, _ in chosen)
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            r = sample.resolution
-            if x.shape[-1] != r:
-                x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False,
-                                  antialias=True)
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            self.optimizer.zero_grad(set_to_none=True)
-            soft_targets = None
-            if self.teacher is not None:
-                with torch.no_grad(), self._autocast():
-                    soft_targets = self.teacher(x).float()
-            step_loss = 0.0
-            for j, (arch, is_full) in enumerate(chosen):
-                self.supernet.set_active(arch)
-                self.supernet.dropout.p = (sched.dropout if is_full
-                                           or not sched.dropout_full_model_only else 0.0)
-                with self._sync(j == len(chosen) - 1), self._autocast():
-                    logits = self.model(x).float()
-                    loss = subnet_loss(phase.distillation, logits, y,
-                                       smoothing=sched.label_smoothing,
-                                       teacher_logits=soft_targets,
-                                       weight=sched.distillation_weight,
-                                       temperature=sched.distillation_temperature,
-                                       is_full_model=is_full)
-                if phase.distillation == "inplace" and is_full:
-                    soft_targets = logits.detach()
-                weight = 1.0 if is_full else beta
-                self.scaler.scale(loss * weight).backward()
-                step_loss += float(loss.detach())
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            losses.append(step_loss / len(chosen))
+            step = self._plan_step(epoch * self.steps_per_epoch + i, phase, x, y)
+            lr, beta = step.lr, step.beta
+            keys.extend(a.key for a, _ in step.chosen)
+            losses.append(self._run_step(step, phase))
             self.state.step += 1
-            n_images += x.shape[0]
+            n_images += step.x.shape[0]
         if self.cuda:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - t0
@@ -384,6 +399,79 @@ class _Worker:
                 "beta": float(beta), "images_per_s": float(stats[2]) / max(elapsed, 1e-9),
                 "train_time_s": elapsed, "steps": float(len(losses)),
                 "arch_digest": _arch_digest(keys)}
+
+    def _plan_step(self, index: int, phase: Phase, x: torch.Tensor,
+                   y: torch.Tensor) -> _Step:
+        """LR and β at this global step (set on the optimizer), the step's subnets (drawn
+        from ``(seed, step)``, the same on every rank), and the batch on the device at the
+        step's resolution."""
+        from ofa_platform.train.eps import schedule_beta
+        from ofa_platform.train.lr import schedule_lr
+        from ofa_platform.train.sampling import sample_step
+
+        total_batch = self.cfg.batch_size * self.world
+        spe = self.steps_per_epoch
+        lr = schedule_lr(self.schedule, index, spe, total_batch)
+        beta = schedule_beta(self.schedule, index, spe, total_batch)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        sample = sample_step(phase, self.phase_space, seed=self.cfg.seed, global_step=index)
+        chosen = list(zip(sample.archs, sample.full_model))
+        if beta == 0.0:  # subnets would add zero gradient: skip their compute
+            chosen = [c for c in chosen if c[1]] or chosen[:1]
+        return _Step(index=index, lr=lr, beta=beta, x=self._to_resolution(x, sample.resolution),
+                     y=y.to(self.device, non_blocking=True), chosen=chosen)
+
+    def _to_resolution(self, x: torch.Tensor, r: int) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if x.shape[-1] != r:
+            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False,
+                              antialias=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    def _run_step(self, step: _Step, phase: Phase) -> float:
+        """Forward/backward every subnet of the step (all but the last under ``no_sync``,
+        so one all-reduce per step), then one optimizer step; returns the mean loss."""
+        from ofa_platform.train.modes import get_distillation
+
+        mode = get_distillation(phase.distillation)
+        self.optimizer.zero_grad(set_to_none=True)
+        soft_targets = self._teacher_logits(step.x)
+        total = 0.0
+        for j, (arch, is_full) in enumerate(step.chosen):
+            logits, loss = self._subnet_loss(step, arch, is_full, soft_targets,
+                                             last=j == len(step.chosen) - 1, mode=mode.name)
+            if mode.full_model_teaches and is_full:
+                soft_targets = logits.detach()
+            self.scaler.scale(loss * (1.0 if is_full else step.beta)).backward()
+            total += float(loss.detach())
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total / len(step.chosen)
+
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        with torch.no_grad(), self._autocast():
+            return self.teacher(x).float()
+
+    def _subnet_loss(self, step: _Step, arch: ArchConfig, is_full: bool,
+                     soft_targets: torch.Tensor | None, *, last: bool,
+                     mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One subnet's logits and loss; dropout is passed to the forward (the full model
+        only under ``dropout_full_model_only``), never set on the module."""
+        from ofa_platform.train.losses import subnet_loss
+
+        sched = self.schedule
+        self.supernet.set_active(arch)
+        p = sched.dropout if is_full or not sched.dropout_full_model_only else 0.0
+        with self._sync(last), self._autocast():
+            logits = self.model(step.x, dropout=p).float()
+            loss = subnet_loss(mode, logits, step.y, smoothing=sched.label_smoothing,
+                               teacher_logits=soft_targets, weight=sched.distillation_weight,
+                               temperature=sched.distillation_temperature,
+                               is_full_model=is_full)
+        return logits, loss
 
     def _sync(self, last: bool) -> AbstractContextManager[Any]:
         no_sync = getattr(self.model, "no_sync", None)
@@ -429,7 +517,7 @@ class _Worker:
             acc = evaluate_top1(subnet, val, self.device) if count else 0.0
             s = self._allreduce(torch.tensor([acc * count, count], dtype=torch.float64))
             out[f"acc_{name}"] = float(s[0] / max(s[1], 1.0))
-        self.supernet.set_active(self.space.largest())
+        self.supernet.set_active(self.supernet.space.largest())
         return out
 
     # ----------------------------------------------------------------- driver of phases
@@ -451,10 +539,15 @@ class _Worker:
                            resumed_from=float(self.state.resumed_from),
                            epochs_total=float(sched.total_epochs),
                            global_step=float(self.state.step), **self.cfg.extra_report)
-            d = self._checkpoint_dir(index) if self.rank == 0 else None
-            self.env.report(metrics, d)
+            write = (lambda d, i=index: self._write_checkpoint(d, i)) if self.rank == 0 else None
+            self.env.report(metrics, write)
             reported.append(metrics)
         return reported
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model``'s state (a teacher snapshot)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 @dataclass(frozen=True)
@@ -462,28 +555,37 @@ class WorkerEnv:
     """Where a worker runs: its rank, device, the checkpoint to resume from, how to wrap the
     model (DDP under Ray) and how to report an epoch. Ray Train supplies these in
     :func:`train_loop_per_worker`; a plain single-process run supplies its own (the same loop
-    without Ray, for the Ray-vs-plain benchmark and CPU determinism tests)."""
+    without Ray, for the Ray-vs-plain benchmark and CPU determinism tests).
+
+    ``report(metrics, write)``: ``write`` (rank 0 only) fills a directory with the epoch's
+    checkpoint; the environment owns that directory's lifetime (a ``TemporaryDirectory``
+    around ``ray.train.report``, which persists its own copy).
+    """
 
     rank: int
     world_size: int
     device: torch.device
     checkpoint_dir: str | None
     wrap_model: Callable[[nn.Module], nn.Module]
-    report: Callable[[dict[str, Any], str | None], None]
-    checkpoint_is_copy: bool = False  # remove checkpoint_dir once restored
+    report: Callable[[dict[str, Any], Callable[[str], None] | None], None]
 
 
 def plain_env(device: str | torch.device = "cpu", checkpoint_dir: str | None = None,
               report: Callable[[dict[str, Any], str | None], None] | None = None) -> WorkerEnv:
-    """A single process without Ray or DDP; reports go to ``report`` (default: dropped,
-    checkpoint directories removed)."""
-    def drop(metrics: dict[str, Any], directory: str | None) -> None:
-        if directory:
-            shutil.rmtree(directory, ignore_errors=True)
+    """A single process without Ray or DDP. ``report(metrics, directory)`` (default: drop)
+    sees each epoch's checkpoint directory, which is removed once it returns."""
+    def deliver(metrics: dict[str, Any], write: Callable[[str], None] | None) -> None:
+        if report is None:
+            return
+        if write is None:
+            report(metrics, None)
+            return
+        with tempfile.TemporaryDirectory(prefix="ofa_ckpt_") as d:
+            write(d)
+            report(metrics, d)
 
     return WorkerEnv(rank=0, world_size=1, device=torch.device(device),
-                     checkpoint_dir=checkpoint_dir, wrap_model=lambda m: m,
-                     report=report or drop)
+                     checkpoint_dir=checkpoint_dir, wrap_model=lambda m: m, report=deliver)
 
 
 def run_plain(cfg: EngineConfig, env: WorkerEnv | None = None) -> list[dict[str, Any]]:
@@ -491,17 +593,15 @@ def run_plain(cfg: EngineConfig, env: WorkerEnv | None = None) -> list[dict[str,
     return _Worker(cfg, env or plain_env()).run()
 
 
-def _ray_env() -> WorkerEnv:
+def _ray_train_loop(cfg: EngineConfig) -> None:
+    """The worker under Ray Train: restore from ``ray.train.get_checkpoint()`` (inside
+    ``as_directory``, which hands a local path or a downloaded copy and cleans it up), and
+    report each epoch's checkpoint from a ``TemporaryDirectory`` (Ray persists its copy)."""
     import ray.train
     import ray.train.torch
     from ray.train import Checkpoint
 
     ctx = ray.train.get_context()
-    checkpoint = ray.train.get_checkpoint()
-    directory = None
-    if checkpoint is not None:  # local storage: a path; remote storage: a downloaded copy
-        directory = tempfile.mkdtemp(prefix="ofa_restore_")
-        checkpoint.to_directory(directory)
 
     def wrap(model: nn.Module) -> nn.Module:
         return ray.train.torch.prepare_model(
@@ -509,14 +609,26 @@ def _ray_env() -> WorkerEnv:
             parallel_strategy_kwargs={"find_unused_parameters": True,
                                       "broadcast_buffers": False})
 
-    def report(metrics: dict[str, Any], d: str | None) -> None:
-        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if d else None)
-        if d:
-            shutil.rmtree(d, ignore_errors=True)  # Ray has persisted its own copy
+    def report(metrics: dict[str, Any], write: Callable[[str], None] | None) -> None:
+        if write is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="ofa_ckpt_") as d:
+            write(d)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d))
 
-    return WorkerEnv(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                     device=ray.train.torch.get_device(), checkpoint_dir=directory,
-                     wrap_model=wrap, report=report, checkpoint_is_copy=directory is not None)
+    def env(directory: str | None) -> WorkerEnv:
+        return WorkerEnv(rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                         device=ray.train.torch.get_device(), checkpoint_dir=directory,
+                         wrap_model=wrap, report=report)
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        _Worker(cfg, env(None)).run()
+        return
+    with checkpoint.as_directory() as directory:  # only read while the worker is built
+        worker = _Worker(cfg, env(directory))
+    worker.run()
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -534,4 +646,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: ``config["engine"]`` is an :class:`EngineConfig`."""
     cfg: EngineConfig = config["engine"]
     torch.set_num_threads(max(1, int(config.get("threads", torch.get_num_threads()))))
-    _Worker(cfg, _ray_env()).run()
+    _ray_train_loop(cfg)

@@ -34,7 +34,8 @@ def subnet_loss(mode: str, logits: torch.Tensor, targets: torch.Tensor, *,
                 smoothing: float = 0.1, teacher_logits: torch.Tensor | None = None,
                 weight: float = 1.0, temperature: float = 1.0,
                 is_full_model: bool = False) -> torch.Tensor:
-    """One subnet's loss under a phase's distillation ``mode``.
+    """One subnet's loss under a phase's distillation ``mode``, as the mode's registry entry
+    (``ofa_platform.train.modes``) defines it:
 
     - ``none``: label-smoothed CE.
     - ``teacher``: label-smoothed CE + ``weight`` x soft CE against the frozen teacher's
@@ -43,13 +44,8 @@ def subnet_loss(mode: str, logits: torch.Tensor, targets: torch.Tensor, *,
       subnets only from the full model's detached logits (``teacher_logits``) by soft CE
       (BigNAS, DεpS's IKD).
     """
-    if mode == "none" or (mode == "inplace" and is_full_model):
-        return label_smoothed_ce(logits, targets, smoothing)
-    if teacher_logits is None:
-        raise ValueError(f"distillation {mode!r} needs teacher_logits")
-    if mode == "teacher":
-        return (label_smoothed_ce(logits, targets, smoothing)
-                + weight * soft_ce(logits, teacher_logits, temperature))
-    if mode == "inplace":
-        return soft_ce(logits, teacher_logits, temperature)
-    raise ValueError(f"unknown distillation mode {mode!r}")
+    from ofa_platform.train.modes import get_distillation
+
+    return get_distillation(mode).loss(logits, targets, smoothing=smoothing,
+                                       soft_targets=teacher_logits, weight=weight,
+                                       temperature=temperature, is_full_model=is_full_model)

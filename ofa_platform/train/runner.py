@@ -54,6 +54,9 @@ class TrainRequest:
     ``space`` defaults to the schedule's space; ``batch_size`` is per worker;
     ``small_input`` defaults to the dataset recipe's (CIFAR: the stem keeps 32x32);
     ``hardware`` defaults to ``cpu`` or the GPU kind the price table knows.
+    ``init_from`` is ``RUN_ID:PHASE`` (a training run's finished phase, from MLflow) or
+    ``CHECKPOINT:PHASE`` (a supernet file of that phase): the job skips the recipe's phases up
+    to and including ``PHASE`` and starts from those weights (a shared teacher).
     """
 
     schedule: str
@@ -74,6 +77,7 @@ class TrainRequest:
     storage_path: str | None = None
     tracking_uri: str | None = None
     init_checkpoint: str | None = None
+    init_from: str | None = None
     run_name: str | None = None
     amp: str = "auto"
     recal_images: int = 512
@@ -102,6 +106,8 @@ class PreparedRun:
     run_name: str
     storage_path: str
     tracking_uri: str
+    init_from_run_id: str | None = None
+    init_phase: str | None = None
 
 
 @dataclass
@@ -156,8 +162,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
         space = get_space(space_name)
     except UnknownSpaceError as exc:
         raise UserError(str(exc)) from None
-    for phase in full.phases:  # an empty restriction is a UserError naming the stage
-        phase.space(space)
+    full.phase_spaces(space)  # a restriction that cannot apply is a UserError naming the phase
     spec = parse_data_spec(request.data)
     _positive(request.data_cpus, "data cpus", integer=False)
     choice = resolve_loader(request.data_loader, spec, workers=request.workers,
@@ -172,8 +177,13 @@ def prepare(request: TrainRequest) -> PreparedRun:
     if n_train < request.workers:
         raise UserError(f"{n_train} training images cannot feed {request.workers} "
                         "workers; raise --subset")
+    tracking_uri = resolve_tracking_uri(request.tracking_uri)
+    init = _resolve_init_from(request, schedule, space, tracking_uri)
     if request.init_checkpoint:
-        _check_checkpoint(request.init_checkpoint, space_name)
+        if init is not None:
+            raise UserError("--init-checkpoint and --init-from: give one of them")
+        _check_checkpoint(request.init_checkpoint, full.phases[0].base_space(space))
+    init_checkpoint = init.checkpoint if init is not None else request.init_checkpoint
     gpus = request.gpus_per_worker > 0
     hardware = load_hardware(request.hardware or ("cpu" if not gpus else _gpu_kind()))
     n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
@@ -183,7 +193,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
         batch_size=request.batch_size,
         seed=request.seed, subset=request.subset, width_mult=request.width_mult,
         small_input=small, amp=request.amp, recal_images=request.recal_images,
-        val_limit=request.val_limit, init_checkpoint=request.init_checkpoint,
+        val_limit=request.val_limit, init_checkpoint=init_checkpoint,
+        init_phase=init.phase if init is not None else None,
         loader_workers=request.loader_workers,
         data_loader="memory" if choice is None else choice.loader, data_cpus=request.data_cpus)
     return PreparedRun(
@@ -192,7 +203,9 @@ def prepare(request: TrainRequest) -> PreparedRun:
         n_train=n_train, n_train_full=n_train_full,
         run_name=request.run_name or unique_run_name(full.name, space_name),
         storage_path=_storage(request.storage_path or default_storage_path()),
-        tracking_uri=resolve_tracking_uri(request.tracking_uri))
+        tracking_uri=tracking_uri,
+        init_from_run_id=init.run_id if init is not None else None,
+        init_phase=init.phase if init is not None else None)
 
 
 def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> int:
@@ -219,7 +232,9 @@ def _storage(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _check_checkpoint(path: str, space_name: str) -> None:
+def _check_checkpoint(path: str, space: Any) -> Path:
+    """A readable supernet file whose weights can start a phase trained in ``space`` (same
+    family and layout: ``search_spaces.transfer`` carries them over); returns the file."""
     from search_spaces.checkpoints import CheckpointError, load_supernet
 
     p = Path(path)
@@ -235,29 +250,100 @@ def _check_checkpoint(path: str, space_name: str) -> None:
         raise UserError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"checkpoint {path}: cannot be read ({type(exc).__name__})") from None
-    if supernet.space.name != space_name:
-        raise UserError(f"checkpoint {path} is a supernet of space {supernet.space.name!r}, "
-                        f"not {space_name!r}")
+    theirs = supernet.space
+    if theirs.family != space.family or theirs.n_slots != space.n_slots:
+        raise UserError(f"checkpoint {path} is a supernet of space {theirs.name!r} "
+                        f"({theirs.family}), which cannot start a phase in {space.name!r} "
+                        f"({space.family})")
+    return p
+
+
+@dataclass(frozen=True)
+class _InitFrom:
+    """A resolved ``--init-from``: the supernet file, the phase it finished, its run."""
+
+    checkpoint: str
+    phase: str
+    run_id: str | None
+
+
+def _resolve_init_from(request: TrainRequest, schedule: Any, space: Any,
+                       tracking_uri: str) -> _InitFrom | None:
+    """Validate ``--init-from SOURCE:PHASE`` and fetch the phase's supernet.
+
+    SOURCE is a supernet file (or a checkpoint directory) or the MLflow id of a training run,
+    whose ``phases/PHASE/supernet.pt`` artifact the training wrote when the phase ended. The
+    recipe must have a phase of that name that is not its last, and no later phase may distil
+    from a teacher phase the run skips (its weights would be missing).
+    """
+    if not request.init_from:
+        return None
+    source, sep, phase = request.init_from.rpartition(":")
+    if not sep or not source or not phase:
+        raise UserError(f"--init-from {request.init_from!r}: expected RUN_ID:PHASE or "
+                        "CHECKPOINT:PHASE")
+    names = [p.name for p in schedule.phases]
+    if phase not in names:
+        raise UserError(f"--init-from: schedule {schedule.name} has no phase {phase!r} "
+                        f"(phases: {', '.join(names)})")
+    k = names.index(phase)
+    if k == len(names) - 1:
+        raise UserError(f"--init-from: {phase!r} is the last phase of {schedule.name}; "
+                        "nothing would be left to train")
+    for p in schedule.phases[k + 1:]:
+        teacher = schedule.teacher_of(p)
+        if teacher is not None and names.index(teacher) < k:
+            raise UserError(f"--init-from: phase {p.name} distils from {teacher!r}, which "
+                            f"starting after {phase!r} skips")
+    run_id = None
+    if not Path(source).exists():
+        run_id, source = source, _download_phase(source, phase, tracking_uri)
+    path = _check_checkpoint(source, schedule.phases[k].base_space(space))
+    return _InitFrom(checkpoint=str(path), phase=phase, run_id=run_id)
+
+
+def _download_phase(run_id: str, phase: str, tracking_uri: str) -> str:
+    """The ``phases/PHASE/supernet.pt`` artifact of training run ``run_id`` as a local file
+    (cached under ``runs/init_from``), or a ``UserError`` saying what is missing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.engine import SUPERNET_FILE
+
+    client = MlflowClient(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"--init-from: no MLflow run {run_id!r} in {tracking_uri} (and no "
+                        "such checkpoint file)") from None
+    if run.data.tags.get("ofa.kind") != "train":
+        raise UserError(f"--init-from: run {run_id} is not a training run")
+    dest = _PROJECT_DIR / "runs" / "init_from" / f"{run_id}_{phase}"
+    local = dest / "phases" / phase / SUPERNET_FILE
+    if local.is_file():
+        return str(local)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return client.download_artifacts(run_id, f"phases/{phase}/{SUPERNET_FILE}", str(dest))
+    except (MlflowException, OSError):
+        raise UserError(f"--init-from: run {run_id} has no finished phase {phase!r} "
+                        f"(no artifact phases/{phase}/{SUPERNET_FILE})") from None
 
 
 def _gpu_kind() -> str:
-    """The price-table name of this machine's GPU (NVML name, lower case, first word that the
-    table knows), or ``v100`` (CompOFA's reference) when unknown."""
-    from ofa_platform.costs import load_hardware
+    """The price-table entry of this machine's GPU (``costs.hardware_for_device``). A GPU the
+    table does not know, or a driver without CUDA (a CPU head node of a GPU cluster), is a
+    ``UserError`` asking for ``--hardware``: billing it as some other GPU would be silent."""
+    from ofa_platform.costs import hardware_for_device, list_hardware
 
     try:
         import torch
 
-        name = torch.cuda.get_device_name(0).lower()
-    except Exception:  # noqa: BLE001 - no CUDA on the driver: use the reference GPU
-        return "v100"
-    for word in name.replace("-", " ").split():
-        try:
-            load_hardware(word)
-            return word
-        except UserError:
-            continue
-    return "v100"
+        name = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - no CUDA on the driver: the user must say
+        raise UserError("GPU workers requested but this driver sees no GPU to price; pass "
+                        f"--hardware (one of {', '.join(list_hardware())})") from None
+    return hardware_for_device(name)
 
 
 # --------------------------------------------------------------------------- MLflow callback
@@ -270,15 +356,26 @@ def _import_user_callback() -> type:
 class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
     """Logs each epoch's report to the job's MLflow run and its phase's nested run, and
     prints a progress line. Runs in the Ray Train controller (not a worker); holds only
-    strings and numbers so it pickles."""
+    strings, numbers and the frozen hardware spec so it pickles.
+
+    Each phase's nested run also carries that phase's own cost (``device_hours``, ``dollars``,
+    ``energy_kwh``, ``co2_kg``, ``co2_lbs``: the controller's wall time between reports in the
+    phase x devices, priced by ``hardware``; estimated energy), so a phase another run starts
+    from (``--init-from``) can be counted once. When a phase's last epoch is reported, its
+    supernet is archived as ``phases/<phase>/supernet.pt`` on the job's run: what
+    ``--init-from RUN_ID:PHASE`` fetches.
+    """
 
     def __init__(self, tracking_uri: str, run_id: str, experiment_id: str,
                  phases: list[dict[str, Any]], total_epochs: int, n_devices: int,
-                 events: Any = None) -> None:
+                 events: Any = None, hardware: Any = None) -> None:
         self.tracking_uri, self.run_id, self.experiment_id = tracking_uri, run_id, experiment_id
         self.phases, self.total_epochs, self.n_devices = phases, total_epochs, n_devices
         self.events = events  # a ray.util.queue.Queue the driver's display reads, or None
+        self.hardware = hardware
         self.phase_runs: dict[int, str] = {}
+        self.phase_seconds: dict[int, float] = {}
+        self.last_report: float | None = None
         self.t0: float | None = None
         self.epochs_seen = 0
         self.failures = 0
@@ -309,8 +406,43 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
                      checkpoint: Any) -> None:
         try:
             self._log(metrics[0])
+            self._log_phase_cost(metrics[0])
+            self._archive_finished_phase(metrics[0], checkpoint)
         except Exception as exc:  # noqa: BLE001 - tracking must never kill training
             print(f"[ofa-train] MLflow logging failed: {exc}", file=sys.stderr, flush=True)
+
+    def _log_phase_cost(self, m: dict[str, Any]) -> None:
+        """The phase's cost so far on its nested run (the latest value is the phase's)."""
+        from mlflow.entities import Metric
+
+        from ofa_platform.costs import compute_cost
+
+        if self.hardware is None:
+            return
+        now = time.time()
+        if self.last_report is None:
+            self.last_report = now - float(m.get("epoch_time_s", 0.0))
+        index = int(m["phase_index"])
+        self.phase_seconds[index] = self.phase_seconds.get(index, 0.0) + now - self.last_report
+        self.last_report = now
+        hours = self.phase_seconds[index] / 3600.0 * self.n_devices
+        cost = compute_cost(hours, self.hardware).to_dict()
+        client = self._client()
+        rid = self._phase_run(client, index)
+        ts = int(now * 1000)
+        client.log_batch(rid, metrics=[Metric(k, float(v), ts, int(m["epoch"]))
+                                       for k, v in cost.items()])
+
+    def _archive_finished_phase(self, m: dict[str, Any], checkpoint: Any) -> None:
+        """At a phase's last epoch, keep its supernet for ``--init-from RUN_ID:PHASE``."""
+        from ofa_platform.train.engine import SUPERNET_FILE
+
+        p = self.phases[int(m["phase_index"])]
+        if checkpoint is None or int(m["epoch"]) != int(p["end_epoch"]):
+            return
+        with checkpoint.as_directory() as d:
+            self._client().log_artifact(self.run_id, os.path.join(d, SUPERNET_FILE),
+                                        artifact_path=f"phases/{p['name']}")
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
         self.failures += 1
@@ -415,9 +547,16 @@ def project_device_hours(full_schedule: Any, n_train_full: int,
 
 # --------------------------------------------------------------------------- the job
 def _tags(prep: PreparedRun) -> dict[str, str]:
-    return {"ofa.kind": "train", "ofa.method": prep.full_schedule.name, "ofa.space": prep.space,
+    tags = {"ofa.kind": "train", "ofa.method": prep.full_schedule.name, "ofa.space": prep.space,
             "ofa.dataset": prep.request.data, "ofa.hardware": prep.hardware.name,
             "ofa.ray_run_name": prep.run_name}
+    if prep.init_phase is not None:  # a shared phase: its cost lives in the source run
+        tags["ofa.init_from_phase"] = prep.init_phase
+        if prep.init_from_run_id:
+            tags["ofa.init_from_run_id"] = prep.init_from_run_id
+        else:
+            tags["ofa.init_from_checkpoint"] = str(prep.engine.init_checkpoint)
+    return tags
 
 
 def _params(prep: PreparedRun) -> dict[str, Any]:
@@ -435,8 +574,8 @@ def _params(prep: PreparedRun) -> dict[str, Any]:
             "epochs_total": prep.schedule.total_epochs,
             "epochs_full_recipe": prep.full_schedule.total_epochs,
             "phases": ",".join(f"{p.name}:{p.total_epochs}" for p in prep.schedule.phases),
-            "init_checkpoint": r.init_checkpoint, "ray_storage": prep.storage_path,
-            "data_loader": prep.engine.data_loader}
+            "init_checkpoint": prep.engine.init_checkpoint, "init_from": r.init_from,
+            "ray_storage": prep.storage_path, "data_loader": prep.engine.data_loader}
 
 
 def _ensure_ray(prep: PreparedRun) -> None:
@@ -575,7 +714,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
     with _epoch_display(progress, prep.schedule.total_epochs) as events:
         callback = MlflowReportCallback(prep.tracking_uri, run.info.run_id,
                                         run.info.experiment_id, phases,
-                                        prep.schedule.total_epochs, prep.n_devices, events)
+                                        prep.schedule.total_epochs, prep.n_devices, events,
+                                        hardware=prep.hardware)
         _fit(prep, callback, outcome, run, progress)
 
 

@@ -41,25 +41,14 @@ def sample_step(phase: Phase, space: SearchSpace, *, seed: int, global_step: int
     """Sample the step's resolution (uniform over ``space.resolutions``) and subnets.
 
     ``space`` is the phase's space (``phase.space(full_space)``, with the dataset's
-    resolutions). Rules: ``max`` -> the largest subnet only; ``uniform`` / ``compound`` ->
-    ``subnets_per_step`` independent draws with that rule (a compound space couples either
-    way); ``sandwich`` -> largest, smallest, then ``subnets_per_step - 2`` uniform draws.
+    resolutions). The phase's sampling rule (``ofa_platform.train.modes.SAMPLING_RULES``)
+    draws ``subnets_per_step`` subnets: ``max`` -> the largest subnet only; ``uniform`` /
+    ``compound`` -> independent draws with that rule (a compound space couples either way);
+    ``sandwich`` -> largest, smallest, then ``subnets_per_step - 2`` uniform draws.
     """
+    from ofa_platform.train.modes import get_sampling
+
     rng = step_rng(seed, global_step)
     r = rng.choice(space.resolutions)
-    largest = space.largest(r)
-    n = phase.subnets_per_step
-    if phase.sampling == "max":
-        archs = [largest]
-    elif phase.sampling == "sandwich":
-        archs = [largest, space.smallest(r)]
-        archs += [space.sample(rng, "uniform").replace(r=r) for _ in range(n - 2)]
-    elif phase.sampling in ("uniform", "compound"):
-        archs = [space.sample(rng, phase.sampling).replace(r=r) for _ in range(n)]
-    else:
-        raise ValueError(f"unknown sampling rule {phase.sampling!r}")
-    if phase.sampling == "sandwich":  # only the first is the teacher, even if a draw repeats it
-        full = tuple(i == 0 for i in range(len(archs)))
-    else:
-        full = tuple(a == largest for a in archs)
-    return StepSample(resolution=r, archs=tuple(archs), full_model=full)
+    archs, full = get_sampling(phase.sampling).sample(space, rng, phase.subnets_per_step, r)
+    return StepSample(resolution=r, archs=tuple(archs), full_model=tuple(full))

@@ -28,19 +28,22 @@ YAML layout (all keys optional unless marked)::
     resolution_sampling: per_batch # one resolution per step, shared by its subnets
     distillation_weight: 1.0       # teacher mode: CE + weight x soft CE against the teacher
     distillation_temperature: 1.0  # soft-CE temperature (teacher and inplace modes)
+    teacher_bn: batch              # frozen teacher's BN: batch (reference) | running
     phases:                        # required, non-empty
       - name: kernel               # required, unique
+        space: ofa_mbv3            # train this phase in another space of the same family
         epochs: 120                # required, >= 1 (cosine epochs, after warm-up)
         warmup_epochs: 5
         lr: 0.96                   # required, > 0, per lr_reference_batch images
         subnets_per_step: 1
-        sampling: uniform          # uniform | compound | sandwich | max
+        sampling: uniform          # a SAMPLING_RULES entry: uniform | compound | sandwich | max
         restrict: {kernels: [3, 5, 7], ratios: [6], depths: [4], compound: false}
                                    # ResNet50D: ratios 0.2/0.25/0.35, depths are its extra
                                    # depths 0/1/2, and widths: [0.65, 0.8, 1.0]
-        distillation: teacher      # none | teacher | inplace
+        distillation: teacher      # a DISTILLATION_MODES entry: none | teacher | inplace
         teacher_phase: teacher     # teacher mode: whose final weights teach (default: 1st)
         sort_channels: false       # sort channels by importance when the phase starts
+        sort_keep_ratios: [4, 6]   # ...keeping these ratios' channel groups in front (OFA)
         init: previous             # scratch | previous
         beta_ramp_epochs: 0        # DεpS ε-shrinking ramp length (see ofa_platform.train.eps)
 """
@@ -54,19 +57,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ofa_platform.errors import UserError
+from ofa_platform.train.modes import (
+    DISTILLATION_MODES,
+    SAMPLING_RULES,
+    get_distillation,
+    get_sampling,
+)
 
 if TYPE_CHECKING:
     from search_spaces.space import SearchSpace
 
 __all__ = [
-    "SAMPLING", "DISTILLATION", "INIT", "LR_SCHEDULES",
+    "INIT", "LR_SCHEDULES", "TEACHER_BN",
     "Restriction", "OptimizerSpec", "Phase", "Schedule",
     "default_schedules_dir", "parse_schedule", "load_schedule", "list_schedules",
 ]
 
-SAMPLING = ("uniform", "compound", "sandwich", "max")
-DISTILLATION = ("none", "teacher", "inplace")
 INIT = ("scratch", "previous")
+TEACHER_BN = ("batch", "running")
 LR_SCHEDULES = ("per_phase", "global_cosine")
 RESOLUTION_SAMPLING = ("per_batch",)
 
@@ -81,9 +89,11 @@ def default_schedules_dir() -> Path:
 class Restriction:
     """The sub-space a phase samples from: ``None`` keeps the space's own choices.
 
-    Stages whose choice is fixed in the space keep it (see ``SearchSpace.restrict``), so a
-    teacher restriction ``kernels [7], ratios [6], depths [4]`` also suits CompOFA's space
-    with fixed kernels. ``compound`` couples each stage's ratio to its depth (CompOFA).
+    A stage whose choice is fixed in the space keeps it (see ``SearchSpace.restrict``: the
+    one-block last stage of ProxylessNAS under ``depths [4]``), but a restriction that no stage
+    of the space can meet is an error, never ignored: ``kernels [7]`` on CompOFA's fixed 3/5
+    kernels would otherwise train the K3/5 network and call it the K7 teacher. ``compound``
+    couples each stage's ratio to its depth (CompOFA).
     ``widths`` (width multipliers) only applies to spaces with elastic width (ResNet50D).
     """
 
@@ -94,7 +104,17 @@ class Restriction:
     widths: tuple[float, ...] | None = None
 
     def apply(self, space: SearchSpace) -> SearchSpace:
-        """The restricted space; an empty intersection with the space is a ``UserError``."""
+        """The restricted space; an empty intersection with the space is a ``UserError``, and
+        so is a restriction no stage of the space can meet (a space with per-stage choices
+        otherwise keeps a stage's fixed choice)."""
+        stages = getattr(space, "stages", None)  # ResNet50D's restrict checks its own
+        for what, want in (("kernels", self.kernels), ("ratios", self.ratios),
+                           ("depths", self.depths)):
+            have = {v for st in stages or () for v in getattr(st, what)}
+            if stages and want is not None and not set(want) & have:
+                raise UserError(f"restriction {what} {list(want)} cannot apply to space "
+                                f"{space.name}: its {what} are {sorted(have)}; train the phase "
+                                "in a space that has them (phase key space:)")
         extra: dict[str, Any] = {}
         if self.widths is not None:
             if space.family != "resnet":
@@ -141,6 +161,14 @@ class Phase:
     ``beta_ramp_epochs`` > 0 makes this the DεpS ε-shrinking phase: subnet gradients are
     weighted by β, which ramps during the first ``beta_ramp_epochs`` of the phase and is 1
     from ``tw_epoch = start_epoch + beta_ramp_epochs`` on (see ``ofa_platform.train.eps``).
+
+    ``space_name`` (YAML ``space``) trains this phase in another space of the run's family:
+    CompOFA's teacher is OFA's K7 network, which its fixed-kernel space cannot express; the
+    next phase in the run's space starts from its weights (``search_spaces.transfer``).
+    ``sort_keep_ratios``: when sorting, the channel groups of these expand ratios (those the
+    previous phase trained) stay in front, each sorted within itself, as OFA's
+    ``re_organize_middle_weights(expand_ratio_stage=...)`` keeps them; without it one global
+    sort may move a trained ratio-4 channel behind an untrained one.
     """
 
     name: str
@@ -153,8 +181,10 @@ class Phase:
     distillation: str = "none"
     teacher_phase: str | None = None
     sort_channels: bool = False
+    sort_keep_ratios: tuple[int, ...] | None = None
     init: str = "previous"
     beta_ramp_epochs: int = 0
+    space_name: str | None = None
     start_epoch: int = 0
     end_epoch: int = 0
 
@@ -168,14 +198,38 @@ class Phase:
         """DεpS's Tw: the global epoch at which β reaches 1 (``None`` without a ramp)."""
         return self.start_epoch + self.beta_ramp_epochs if self.beta_ramp_epochs else None
 
+    def base_space(self, space: SearchSpace) -> SearchSpace:
+        """The space whose supernet this phase trains: the run's ``space``, or ``space_name``
+        (with the run's resolutions) when the phase names one of the same family and layout.
+        """
+        if self.space_name is None or self.space_name == space.name:
+            return space
+        from search_spaces.spaces import UnknownSpaceError, get_space
+
+        try:
+            other = get_space(self.space_name)
+        except UnknownSpaceError as exc:
+            raise UserError(f"phase {self.name}: {exc}") from None
+        if other.family != space.family or other.n_slots != space.n_slots:
+            raise UserError(f"phase {self.name}: space {other.name} ({other.family}) cannot "
+                            f"share weights with the run's space {space.name} ({space.family})")
+        return other.with_resolutions(space.resolutions)
+
     def space(self, space: SearchSpace) -> SearchSpace:
-        """The space this phase samples from (``space`` restricted)."""
-        return self.restrict.apply(space)
+        """The space this phase samples from (its base space, restricted); a restriction that
+        cannot apply is a ``UserError`` naming the phase."""
+        base = self.base_space(space)
+        try:
+            return self.restrict.apply(base)
+        except UserError as exc:
+            raise UserError(f"phase {self.name}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["restrict"] = self.restrict.to_dict()
         d["total_epochs"] = self.total_epochs
+        d["sort_keep_ratios"] = (list(self.sort_keep_ratios) if self.sort_keep_ratios
+                                 else None)
         return d
 
 
@@ -197,6 +251,7 @@ class Schedule:
     resolution_sampling: str = "per_batch"
     distillation_weight: float = 1.0
     distillation_temperature: float = 1.0
+    teacher_bn: str = "batch"
     epoch_scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -224,6 +279,32 @@ class Schedule:
 
     def phase_at(self, epoch: int) -> Phase:
         return self.phases[self.phase_index_at(epoch)]
+
+    def phase_spaces(self, space: SearchSpace) -> list[SearchSpace]:
+        """Every phase's sampled space for a run in ``space``: what actually runs. A phase
+        whose restriction or space cannot apply is a ``UserError`` (at ``schedules``/``train``
+        time, before anything starts)."""
+        spaces = [p.space(space) for p in self.phases]
+        for p, ps in zip(self.phases, spaces):
+            ratios = ({e for st in ps.stages for e in st.ratios} if hasattr(ps, "stages")
+                      else set(getattr(ps, "ratios", ())))
+            if p.sort_keep_ratios and not set(p.sort_keep_ratios) <= ratios:
+                raise UserError(f"phase {p.name}: sort_keep_ratios {list(p.sort_keep_ratios)} "
+                                f"are not ratios the phase trains")
+        return spaces
+
+    def teacher_of(self, phase: Phase) -> str | None:
+        """The phase whose final weights teach ``phase`` (frozen-teacher modes), else None."""
+        if not get_distillation(phase.distillation).frozen_teacher:
+            return None
+        return phase.teacher_phase or self.phases[0].name
+
+    def phase_index(self, name: str) -> int:
+        """Index of the phase called ``name`` (``KeyError`` when there is none)."""
+        for i, p in enumerate(self.phases):
+            if p.name == name:
+                return i
+        raise KeyError(name)
 
     def phase(self, name: str) -> Phase:
         for p in self.phases:
@@ -266,11 +347,12 @@ class Schedule:
 # --------------------------------------------------------------------------- parsing
 _TOP_KEYS = {"name", "description", "space", "optimizer", "label_smoothing", "dropout",
              "dropout_full_model_only", "lr_schedule", "lr_reference_batch",
-             "resolution_sampling", "distillation_weight", "distillation_temperature", "phases"}
+             "resolution_sampling", "distillation_weight", "distillation_temperature",
+             "teacher_bn", "phases"}
 _OPT_KEYS = {"type", "momentum", "nesterov", "weight_decay", "no_decay_bn_bias"}
 _PHASE_KEYS = {"name", "epochs", "warmup_epochs", "lr", "subnets_per_step", "sampling",
                "restrict", "distillation", "teacher_phase", "sort_channels", "init",
-               "beta_ramp_epochs"}
+               "beta_ramp_epochs", "space", "sort_keep_ratios"}
 _RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound", "widths"}
 
 
@@ -374,13 +456,17 @@ def _parse_phase(r: _Reader, data: Any, i: int, default_init: str) -> Phase | No
         name=name, epochs=epochs, lr=lr,
         warmup_epochs=r.get(data, "warmup_epochs", "int", where, 0, minimum=0),
         subnets_per_step=r.get(data, "subnets_per_step", "int", where, 1, positive=True),
-        sampling=r.get(data, "sampling", "str", where, "uniform", choices=SAMPLING),
+        sampling=r.get(data, "sampling", "str", where, "uniform",
+                       choices=tuple(SAMPLING_RULES)),
         restrict=restriction,
-        distillation=r.get(data, "distillation", "str", where, "none", choices=DISTILLATION),
+        distillation=r.get(data, "distillation", "str", where, "none",
+                           choices=tuple(DISTILLATION_MODES)),
         teacher_phase=r.get(data, "teacher_phase", "str", where),
         sort_channels=r.get(data, "sort_channels", "bool", where, False),
+        sort_keep_ratios=r.int_list(data, "sort_keep_ratios", where),
         init=r.get(data, "init", "str", where, default_init, choices=INIT),
         beta_ramp_epochs=r.get(data, "beta_ramp_epochs", "int", where, 0, minimum=0),
+        space_name=r.get(data, "space", "str", where),
     )
 
 
@@ -389,25 +475,31 @@ def _check_phases(r: _Reader, phases: list[Phase], lr_schedule: str) -> None:
     seen: set[str] = set()
     for i, p in enumerate(phases):
         where = f"phases[{i}] ({p.name})"
+        rule, mode = get_sampling(p.sampling), get_distillation(p.distillation)
         if p.name in seen:
             r.errors.append(f"{where}: duplicate phase name")
-        if p.sampling == "max" and p.subnets_per_step != 1:
-            r.errors.append(f"{where}: sampling max trains the full model only; "
-                            f"subnets_per_step must be 1, got {p.subnets_per_step}")
-        if p.sampling == "sandwich" and p.subnets_per_step < 2:
-            r.errors.append(f"{where}: sandwich needs subnets_per_step >= 2 "
-                            "(largest and smallest)")
-        if p.distillation == "inplace" and p.sampling not in ("sandwich",):
-            r.errors.append(f"{where}: inplace distillation needs sampling sandwich "
-                            "(the full model must be trained in every step)")
-        if p.distillation == "teacher":
+        if rule.max_subnets is not None and p.subnets_per_step > rule.max_subnets:
+            r.errors.append(f"{where}: sampling {rule.name} trains at most {rule.max_subnets} "
+                            f"subnet(s); subnets_per_step must be 1, got {p.subnets_per_step}")
+        if p.subnets_per_step < rule.min_subnets:
+            r.errors.append(f"{where}: {rule.name} needs subnets_per_step >= "
+                            f"{rule.min_subnets} ({rule.description})")
+        if mode.full_model_teaches and not (rule.full_model_first and rule.max_subnets != 1):
+            good = [n for n, x in SAMPLING_RULES.items()
+                    if x.full_model_first and x.max_subnets != 1]
+            r.errors.append(f"{where}: {mode.name} distillation needs sampling "
+                            f"{' or '.join(good)} (the full model must be trained in every "
+                            "step)")
+        if p.sort_keep_ratios and not p.sort_channels:
+            r.errors.append(f"{where}: sort_keep_ratios needs sort_channels true")
+        if mode.frozen_teacher:
             teacher = p.teacher_phase or (phases[0].name if i else None)
             if teacher is None or teacher not in seen:
-                r.errors.append(f"{where}: teacher distillation needs an earlier teacher_phase"
-                                f"{'' if teacher is None else f' (got {teacher!r})'}")
+                r.errors.append(f"{where}: {mode.name} distillation needs an earlier "
+                                f"teacher_phase{'' if teacher is None else f' (got {teacher!r})'}")
         elif p.teacher_phase is not None:
-            r.errors.append(f"{where}: teacher_phase is only meaningful with distillation "
-                            "teacher")
+            r.errors.append(f"{where}: teacher_phase is only meaningful with a frozen-teacher "
+                            "distillation mode")
         if i == 0 and p.init == "previous":
             r.errors.append(f"{where}: the first phase has no previous phase; use init scratch")
         if p.beta_ramp_epochs > p.total_epochs:
@@ -475,6 +567,7 @@ def parse_schedule(data: Any, *, name: str | None = None, source: str = "schedul
         distillation_weight=r.get(data, "distillation_weight", "float", "", 1.0, minimum=0.0),
         distillation_temperature=r.get(data, "distillation_temperature", "float", "", 1.0,
                                        positive=True),
+        teacher_bn=r.get(data, "teacher_bn", "str", "", "batch", choices=TEACHER_BN),
     )
     for key in ("label_smoothing", "dropout"):
         if kw[key] >= 1:

@@ -9,6 +9,7 @@ widths are fixed per slot in every space, so only the middle width moves.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -136,11 +137,38 @@ class DynamicMBConv(nn.Module):
             self.se.extract(mid) if self.se is not None else None,
             self.project_conv.extract(mid, self.out_ch), project_bn, self.act, self.shortcut)
 
+    def channel_importance(self, keep_ratios: Sequence[int] = ()) -> torch.Tensor:
+        """Each middle channel's L1 importance (projection weights), shifted so that sorting
+        it keeps the channel groups of ``keep_ratios`` nested in front.
+
+        ``keep_ratios`` are the largest ratios of the block, those a finished phase trained
+        (``(4, 6)`` after OFA's first expand phase): the channels below the width of each kept
+        ratio stay below it, sorted within their group. The shift is OFA's: the band between
+        the k-th and (k+1)-th largest kept widths is lowered by a multiple of 1e5 in float32,
+        so equal weights sort into the reference's ``re_organize_middle_weights(
+        expand_ratio_stage=len(keep_ratios) - 1)`` order exactly, rounding included.
+        """
+        importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
+        if not keep_ratios:
+            return importance
+        ratios = sorted(self.ratios, reverse=True)
+        if sorted(keep_ratios, reverse=True) != ratios[:len(keep_ratios)]:
+            raise ValueError(f"keep_ratios {sorted(keep_ratios)} must be the largest ratios of "
+                             f"{sorted(self.ratios)}")
+        widths = [middle_channels(self.in_ch, e) for e in ratios]
+        shift = torch.zeros_like(importance)
+        right = importance.numel()
+        for k, left in enumerate(widths[:len(keep_ratios)]):
+            shift[left:right] = (k - len(widths)) * 1e5
+            right = left
+        return importance + shift
+
     @torch.no_grad()
-    def sort_channels(self) -> torch.Tensor:
-        """Reorder the middle channels by L1 importance of the projection weights (most
-        important first) in every layer that touches them; returns the order used."""
-        order = self.project_conv.weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
+    def sort_channels(self, keep_ratios: Sequence[int] = ()) -> torch.Tensor:
+        """Reorder the middle channels by importance (most important first) in every layer
+        that touches them; with ``keep_ratios`` the groups those ratios trained stay in front
+        (see :meth:`channel_importance`). Returns the order used."""
+        order = self.channel_importance(keep_ratios).argsort(descending=True)
         self.project_conv.weight.copy_(self.project_conv.weight[:, order])
         self.expand_conv.weight.copy_(self.expand_conv.weight[order])
         self.dw_conv.weight.copy_(self.dw_conv.weight[order])
