@@ -40,13 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-subset", type=int, help="--checkpoint: validation images used")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
+    p.add_argument("--log-models", action="store_true",
+                   help="log every chosen subnet as an MLflow model (BN recalibrated, pt2 "
+                        "format, input example and signature; needs --checkpoint)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ofa_platform.search.pareto import format_table
+    from ofa_platform.errors import UserError
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
 
+    if args.log_models and (not args.checkpoint or args.no_mlflow):
+        raise UserError("--log-models needs --checkpoint (trained weights to log) and an "
+                        "MLflow run (drop --no-mlflow)")
     req = SearchRequest(
         space=args.space, targets=parse_targets(args.targets), latency=args.latency,
         strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,
         calib_images=args.calib_images, val_subset=args.val_subset,
-        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
+        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow,
+        log_models=args.log_models)
     out = run_search(req)
     if args.json:
         print(json.dumps(_clean({

@@ -63,6 +63,7 @@ class SearchRequest:
     val_subset: int | None = None
     gpus_per_worker: float = 0.0
     log_mlflow: bool = True
+    log_models: bool = False
     measure_warmup: int = 5
     measure_repeats: int = 20
 
@@ -263,6 +264,7 @@ def _train_predictor_from_checkpoint(prepared: Prepared) -> None:
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(req.n_arch_samples)))
     evaluator = PopulationEvaluator.from_request(prepared)
     accs = evaluator.evaluate(archs)
+    prepared.sampled_subnets = list(zip(archs, accs))  # type: ignore[attr-defined]
     with single_thread():  # a small MLP: one thread is fastest on a busy machine
         predictor, metrics = train_predictor(codec, archs, accs, seed=req.seed)
     prepared.predictor_metrics = metrics
@@ -296,6 +298,11 @@ def execute(prepared: Prepared) -> SearchOutcome:
     population_path = write_parquet(pop_rows, out_dir / "population.parquet",
                                     ("arch_json", "cost", "unit", "accuracy"))
     artifacts = [pareto_path, population_path]
+    from ofa_platform.search.records import write_subnets
+
+    subnets_path = write_subnets(prepared, rows, out_dir / "subnets.parquet")
+    if subnets_path is not None:  # measured subnets: the report's equal-cost fronts
+        artifacts.append(subnets_path)
     if evaluator is not None and evaluator.trial_rows:  # every Tune trial, for MLflow
         artifacts.append(write_parquet(evaluator.trial_rows, out_dir / "tune_trials.parquet"))
     trained = getattr(prepared, "trained_predictor", None)
@@ -314,7 +321,7 @@ def execute(prepared: Prepared) -> SearchOutcome:
     meter.stop()
     run_id = None
     if req.log_mlflow:
-        run_id = _log_run(prepared, results, search_time, meter, artifacts)
+        run_id = _log_run(prepared, results, search_time, meter, artifacts, rows)
     return SearchOutcome(results=results, rows=rows, pareto_path=pareto_path,
                          population_path=population_path, run_id=run_id,
                          search_time_s=search_time, evaluations=fitness.evaluations,
@@ -351,7 +358,7 @@ def _method(prepared: Prepared) -> str:
 
 
 def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float, meter: Any,
-             artifacts: list[Path]) -> str:
+             artifacts: list[Path], rows: Sequence[dict[str, Any]] = ()) -> str:
     import mlflow
 
     from ofa_platform.tracking import log_cost, tracked_run
@@ -367,6 +374,9 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                                                                        prepared.codec.resolutions)),
               "generations": req.generations, "population_size": req.population_size,
               "accuracy_source": "predictor" if req.predictor else "checkpoint"}
+    from ofa_platform.search.records import space_params
+
+    params.update(space_params(prepared.codec.space, prepared.plan, prepared.codec.resolutions))
     name = f"search-{req.space}-{req.strategy}-{int(time.time())}"
     with tracked_run(req.experiment, name, tags=tags, params=params,
                      tracking_uri=req.tracking_uri) as run:
@@ -388,6 +398,12 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
         log_cost(meter.report())
         for path in artifacts:
             mlflow.log_artifact(str(path))
+        if req.log_models:
+            from ofa_platform.search.models import log_models
+
+            log_models(rows, prepared.supernet, data=str(req.data), seed=req.seed,
+                       calib_images=req.calib_images, calib_batch=req.calib_batch,
+                       hardware=prepared.estimator_name)
         return run.info.run_id
 
 
