@@ -514,8 +514,10 @@ def write_report(experiment: str, out: str | Path, tracking_uri: str | None = No
                  log_to_mlflow: bool = True) -> ReportResult:
     """Write the report to ``out`` (atomically) and log it to a comparison run in MLflow.
 
-    The comparison run (tag ``ofa.kind=compare``) lives in the same experiment; it holds the
-    report and the table as JSON and ends FINISHED, or FAILED if logging breaks, never RUNNING.
+    The comparison run (tag ``ofa.kind=compare``) lives in the same experiment and is opened
+    before the work starts, so its duration is the comparison's; it holds the report and the
+    table as JSON and ends FINISHED, or FAILED if building or logging breaks, never RUNNING.
+    An unknown experiment is a ``UserError`` before any run or file is made.
     """
     from mlflow.tracking import MlflowClient
 
@@ -523,17 +525,21 @@ def write_report(experiment: str, out: str | Path, tracking_uri: str | None = No
 
     out = Path(out)
     uri = resolve_uri(tracking_uri)
-    text, table = build_report(experiment, uri)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
     if not log_to_mlflow:
+        text, table = build_report(experiment, uri)
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return ReportResult(out, None, table)
+    load_runs(experiment, uri)  # the store and the experiment exist (else UserError)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     run = client.create_run(exp.experiment_id, run_name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}",
                             tags={"ofa.kind": "compare"})
     status = "FAILED"
     try:
+        text, table = build_report(experiment, uri)
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         with tempfile.TemporaryDirectory(prefix="ofa-report-") as tmp:
             report = Path(tmp) / "report.html"
             report.write_text(text, encoding="utf-8")

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = ["BOOKKEEPING", "COST_METRICS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
-           "cost_metrics", "log_cost", "mark_model_training", "resolve_tracking_uri",
-           "split_bookkeeping", "tracked_run"]
+           "cost_metrics", "experiment_url", "log_cost", "mark_model_training",
+           "resolve_tracking_uri", "split_bookkeeping", "tracked_run"]
 
 #: The cost metric names of the MLflow schema (docs/architecture.md), in report order.
 COST_METRICS = ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")
@@ -97,6 +97,16 @@ def mark_model_training(experiment_id: str, client: Any = None) -> None:
     exp = client.get_experiment(experiment_id)
     if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def experiment_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI.
+
+    MLflow 3.17's UI keeps a global GenAI / Model training switch (GenAI by default) and opens
+    every experiment on the GenAI overview until the user flips it; ``workflowType`` in the
+    link flips it (and the UI remembers), so the link opens on the runs.
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def split_bookkeeping(values: Mapping[str, float], resumes: list[int]
