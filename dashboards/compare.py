@@ -248,7 +248,8 @@ def compare_axes(runs: ExperimentRuns, tmp: Path | None = None) -> list[AxisComp
         with tempfile.TemporaryDirectory(prefix="ofa-compare-") as t:
             return compare_axes(runs, Path(t))
     data = {m: measured_points(runs, m, tmp) for m in methods}
-    axes = [_axis("macs", "MMACs", {m: [(mm, a) for _, mm, _, a in rows]
+    # one point per subnet: a subnet measured by two searches (one per hardware) counts once
+    axes = [_axis("macs", "MMACs", {m: list(dict.fromkeys((mm, a) for _, mm, _, a in rows))
                                      for m, (rows, _) in data.items()})]
     hardware = sorted({hw for rows, units in data.values() for hw, *_ in rows
                        if units.get(hw, "ms") != "MMACs"})
