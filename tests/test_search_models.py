@@ -28,8 +28,7 @@ def _checkpoint(tmp_path: Path, data: str) -> Path:
 
 
 def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  # noqa: ANN001
-                                                  tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                                  tmp_path: Path) -> None:
     import mlflow
     import pandas as pd
     import torch
@@ -41,12 +40,16 @@ def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  #
 
     data = "synthetic:60"
     ckpt = _checkpoint(tmp_path, data)
-    assert main(["search", "--space", "compofa_mbv3", "--checkpoint", str(ckpt), "--data", data,
-                 "--latency", "macs", "--targets", "15,30.5", "--strategy", "exhaustive",
-                 "--arch-samples", "6", "--calib-images", "16",
-                 "--val-subset", "16", "--out", str(tmp_path / "out"),
-                 "--cache-dir", str(tmp_path / "cache"), "--log-models", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    from ofa_platform.search.runner import SearchRequest, run_search
+
+    found = run_search(SearchRequest(
+        space="compofa_mbv3", targets=(15.0, 30.5), latency="macs", strategy="exhaustive",
+        checkpoint=str(ckpt), data=data, n_arch_samples=6, calib_images=16, val_subset=16,
+        out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"),
+        n_population_rows=4, tracking_uri=mlflow_uri, log_models=True))
+    out = {"run_id": found.run_id,
+           "results": [{**r, "arch": json.loads(r["arch_json"]) if r["arch_json"] else None}
+                       for r in found.rows]}
     client = mlflow.MlflowClient(mlflow_uri)
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"
