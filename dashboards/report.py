@@ -86,6 +86,15 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
+def _literal_svg(make: Callable[[], Any]) -> str:
+    """Build and render a figure with every text drawn literally: method names, tags and
+    hardware names are user text, and matplotlib would parse ``$...$`` in them as mathtext
+    (and crash on what is not valid TeX). Text objects read the setting when created, and
+    tick labels when drawn, so both happen inside the context."""
+    with _plt().rc_context({"text.parse_math": False}):
+        return _svg(make())
+
+
 def _empty(message: str) -> Any:
     fig, ax = _plt().subplots(figsize=(6, 1.6))
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
@@ -504,7 +513,7 @@ def build_report(experiment: str, tracking_uri: str | None = None) -> tuple[str,
     ]
     for fig_id, title in FIGURES:
         parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(f"<figure class='plot' id='fig-{fig_id}'>{_svg(makers[fig_id]())}"
+        parts.append(f"<figure class='plot' id='fig-{fig_id}'>{_literal_svg(makers[fig_id])}"
                      f"<figcaption>{html.escape(title)}</figcaption></figure>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     return "\n".join(parts), table

@@ -108,10 +108,10 @@ def load_hardware_table(table_path: str | Path | None = None) -> dict[str, Hardw
     import yaml
 
     path = Path(table_path) if table_path is not None else default_table_path()
+    from ofa_platform.files import read_user_text
+
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"hardware table {path}: cannot read ({exc.strerror or exc})") from None
+        data = yaml.safe_load(read_user_text(path, "hardware table"))
     except yaml.YAMLError as exc:
         raise UserError(f"hardware table {path}: invalid YAML ({type(exc).__name__})") from None
     if not isinstance(data, Mapping) or not data:

@@ -33,13 +33,18 @@ from ofa_platform.errors import UserError
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DataSpec", "TensorImageDataset", "ImageFileDataset",
     "DatasetSplits", "default_datasets_dir", "list_dataset_recipes", "parse_data_spec",
-    "load_dataset", "train_size", "make_synthetic", "iterate_batches",
+    "load_dataset", "train_size", "make_synthetic", "iterate_batches", "check_parquet_content",
+    "MAX_CLASSES",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 _KINDS = ("parquet", "imagefolder", "synthetic")
+#: More classes than any public classification set (ImageNet-21k: 21,841). A label beyond it
+#: in a file that declares no classes is a broken label, not a class: it would build a
+#: classifier head of that many rows.
+MAX_CLASSES = 100_000
 _RECIPE_KEYS = {"name", "description", "kind", "path", "n", "resolutions", "mean", "std",
                 "small_input", "n_classes", "image_size"}
 
@@ -303,6 +308,104 @@ def _read_parquet_rows(path: Path, limit: int | None) -> tuple[list[bytes], torc
     return blobs, torch.as_tensor(labels, dtype=torch.int64), classes
 
 
+def _first_row(mask: Any) -> int:
+    import numpy as np
+
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def check_parquet_content(path: str | Path, n_classes: int | None = None,
+                          image_sample: int = 8) -> None:
+    """Refuse a Parquet file whose content would crash or silently mislead training.
+
+    Checked before Ray starts (a bad row used to end in 100 lines from crashing workers):
+    the ``label`` column holds integers, no nulls, none negative, none beyond the declared
+    classes (``n_classes``, else the ``classes`` metadata, else :data:`MAX_CLASSES`); the
+    ``image`` column holds bytes, none null or empty; and a sample of ``image_sample``
+    images spread over the first row group decodes. Each error names file, column and row.
+    Only the label column is read whole; images come from statistics and one row group.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"parquet {path}: cannot read ({type(exc).__name__})") from None
+    schema = pf.schema_arrow
+    missing = [c for c in ("image", "label") if c not in schema.names]
+    if missing:
+        raise UserError(f"parquet {path}: needs columns 'image' and 'label', has "
+                        f"{sorted(schema.names)}")
+    label_type = schema.field("label").type
+    if not pa.types.is_integer(label_type):
+        kind = "float" if pa.types.is_floating(label_type) else str(label_type)
+        raise UserError(f"parquet {path}: column 'label' holds {kind} values; class labels "
+                        "must be integers 0..classes-1")
+    image_type = schema.field("image").type
+    if not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
+        raise UserError(f"parquet {path}: column 'image' holds {image_type}, expected encoded "
+                        "image bytes (binary)")
+    labels = pf.read(columns=["label"]).column("label")
+    if labels.null_count:
+        row = _first_row(pc.is_null(labels).to_numpy(zero_copy_only=False))
+        raise UserError(f"parquet {path}: column 'label' is null at row {row}")
+    values = labels.to_numpy()
+    if values.size:
+        if values.min() < 0:
+            row = int(np.argmax(values < 0))
+            raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row "
+                            f"{row}; labels must be >= 0")
+        meta = schema.metadata or {}
+        declared = n_classes
+        where = "classes given"
+        if declared is None and b"classes" in meta:
+            declared = len(meta[b"classes"].decode().split(","))
+            where = "classes in the file's metadata"
+        limit = declared if declared is not None else MAX_CLASSES
+        if declared is None:
+            where = "classes any dataset has (no classes declared in the file's metadata)"
+        if values.max() >= limit:
+            row = int(np.argmax(values >= limit))
+            raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row {row}; "
+                            f"beyond the {limit:,} {where}")
+    offset = 0
+    for rg in range(pf.metadata.num_row_groups):
+        col = pf.metadata.row_group(rg).column(schema.get_field_index("image"))
+        stats = col.statistics
+        n_rows = pf.metadata.row_group(rg).num_rows
+        if stats is None or not stats.has_null_count or stats.null_count:
+            images = pf.read_row_group(rg, columns=["image"]).column("image")
+            if images.null_count:
+                row = _first_row(pc.is_null(images).to_numpy(zero_copy_only=False))
+                raise UserError(f"parquet {path}: column 'image' is null at row {offset + row}")
+        offset += n_rows
+    if pf.metadata.num_row_groups == 0 or image_sample < 1:
+        return
+    first = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()
+    picks = sorted({round(i * (len(first) - 1) / max(image_sample - 1, 1))
+                    for i in range(min(image_sample, len(first)))})
+    _check_decodes(path, [(i, first[i]) for i in picks])
+
+
+def _check_decodes(path: Path, rows: Sequence[tuple[int, bytes | None]]) -> None:
+    from torchvision.io import ImageReadMode, decode_image
+
+    for row, blob in rows:
+        if not blob:
+            raise UserError(f"parquet {path}: column 'image' is empty at row {row}")
+        try:
+            decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+                         mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"parquet {path}: column 'image' at row {row} is not a decodable "
+                            f"image ({first[:120]})") from None
+
+
 def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed: int,
                   heads: tuple[int | None, int | None] | None) -> DatasetSplits:
     root = spec.path
@@ -312,6 +415,7 @@ def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed:
     train_file = root if root.is_file() else root / "train.parquet"
     if not train_file.is_file():
         raise UserError(f"dataset path {root}: no train.parquet in it")
+    check_parquet_content(train_file, spec.n_classes)
     blobs, labels, classes = _read_parquet_rows(train_file, subset)
     n_classes = spec.n_classes or max(len(classes), int(labels.max()) + 1)
     if len(classes) != n_classes:
@@ -322,6 +426,7 @@ def _load_parquet(spec: DataSpec, subset: int | None, val_fraction: float, seed:
     test = None
     test_file = root / "test.parquet" if root.is_dir() else None
     if heads is None and test_file is not None and test_file.is_file():
+        check_parquet_content(test_file, len(classes))
         t_blobs, t_labels, _ = _read_parquet_rows(test_file, subset)
         test = TensorImageDataset(_decode_all(t_blobs, f"parquet {test_file}"), t_labels)
     return DatasetSplits(

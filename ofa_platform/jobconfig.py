@@ -8,6 +8,7 @@ missing required fields are one :class:`UserError` line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,8 @@ def coerce_field(name: str, value: Any, hint: Any) -> Any:
             return None
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML's .nan and .inf are floats, not sizes or scales
+            raise UserError(f"{name}: expected a finite number, got {value!r}")
         return float(value)
     if hint in (int, str, bool) and type(value) is hint:
         return value
@@ -40,11 +43,14 @@ def load_job_config(path: str | Path, cls: type[T], *, required: Iterable[str] =
     """Read ``path`` (YAML mapping) into ``cls``; ``converters`` handle non-scalar fields."""
     import yaml
 
+    from ofa_platform.files import read_user_text
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"job config {path}: no such file")
+    text = read_user_text(p, "job config")  # binary or non-UTF-8: one line
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"job config {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = ["BOOKKEEPING", "COST_METRICS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
-           "cost_metrics", "experiment_url", "log_cost", "mark_model_training",
-           "resolve_tracking_uri", "split_bookkeeping", "tracked_run"]
+           "artifact_root", "cost_metrics", "ensure_experiment", "experiment_url", "log_cost",
+           "mark_model_training", "resolve_tracking_uri", "split_bookkeeping", "tracked_run"]
 
 #: The cost metric names of the MLflow schema (docs/architecture.md), in report order.
 COST_METRICS = ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")
@@ -56,6 +56,39 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     return f"sqlite:///{_PROJECT_DIR / 'mlflow.db'}"
 
 
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where artifacts of a new experiment go for a SQLite store: ``mlartifacts/`` beside the
+    database file, as an absolute ``file:`` URI. None for a server (it decides).
+
+    MLflow's own default is ``./mlruns`` relative to whatever directory the first run started
+    from, which scatters a user's artifacts away from their runs.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not db or db == ":memory:":
+        return None
+    return (Path(db).expanduser().resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_experiment(experiment: str, tracking_uri: str) -> str:
+    """The id of ``experiment``, created with :func:`artifact_root` when it does not exist."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    root = artifact_root(tracking_uri)
+    try:
+        return str(client.create_experiment(experiment, artifact_location=root))
+    except Exception:  # noqa: BLE001 - another process created it first
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
 @contextmanager
 def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
                 params: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
@@ -68,9 +101,11 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
     """
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
     if not nested:
-        mark_model_training(mlflow.set_experiment(experiment).experiment_id)
+        mark_model_training(ensure_experiment(experiment, uri))
+        mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags))
     status = "FAILED"
     try:

@@ -15,9 +15,8 @@ kernel-transform matrices; those load as identity (a plain centre crop).
 from __future__ import annotations
 
 import os
-import pickle
 import re
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict"]
+           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict",
+           "load_weights_only"]
 
 FORMAT = "ofa-platform-supernet"
 _VERSION = 1
@@ -118,14 +118,28 @@ def save_supernet(path: str | os.PathLike[str], supernet: Supernet,
                          "state_dict": state, "extra": dict(extra or {})}, path)
 
 
+def load_weights_only(path: str | os.PathLike[str],
+                      map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings on stderr.
+
+    The weights-only unpickler warns about a pickle protocol it was not written for (any
+    file ``pickle.dump`` wrote) before it fails; the command then prints its one error line
+    after a two-line warning meant for torch's developers. The load's outcome (a value or an
+    exception) is unchanged.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {p}: no such file")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError,
-            ValueError) as exc:
+        return load_weights_only(p, map_location)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises KeyError, TypeError, ...
+        # on text or foreign files: whatever it is, the user named a file that is not one
         text = str(exc).strip()
         first = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
         raise UserError(f"checkpoint {p}: not a readable PyTorch checkpoint ({first})") from None
@@ -233,6 +247,23 @@ def load_ofa_checkpoint(supernet: Supernet,
     return supernet
 
 
+def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:
+    """A file that unpickles to something other than a checkpoint (a list, a bare tensor, a
+    dict without tensors) is a :class:`UserError`: it used to be handed on as if it were a
+    path, and failed far from the cause."""
+    if not isinstance(data, dict):
+        raise UserError(f"checkpoint {path}: holds a {type(data).__name__}, not a checkpoint "
+                        "(a dict with a state_dict)")
+    if data.get("format") == FORMAT:
+        if not isinstance(data.get("state_dict"), dict) or not isinstance(data.get("spec"), dict):
+            raise UserError(f"checkpoint {path}: an {FORMAT} file without its state_dict or spec")
+        return
+    state = data.get("state_dict", data)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise UserError(f"checkpoint {path}: holds no tensors (neither ours nor OFA's layout)")
+
+
 def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = None,
                         width_mult: float | None = None, n_classes: int | None = None,
                         small_input: bool = False) -> Supernet:
@@ -245,6 +276,7 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
     from search_spaces.registry import create_supernet
 
     data = _read(path, "cpu")
+    _check_checkpoint_content(path, data)
     if isinstance(data, dict) and data.get("format") == FORMAT:
         net, _ = load_supernet(path)
         spec_space = net.space.name

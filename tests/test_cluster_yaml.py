@@ -108,3 +108,13 @@ def test_images_run_the_installed_ray(config: dict) -> None:
     images = [v for k, v in config["docker"].items() if k.endswith("image")]
     assert images
     assert all(img.split(":")[1].startswith(f"{ray.__version__}-py311") for img in images)
+
+
+def test_mlflow_is_not_bound_to_every_interface(config: dict) -> None:
+    """The tracking server has no authentication: it listens on the head's private address
+    (reached by drivers inside the VPC, by people through an SSH tunnel), never 0.0.0.0."""
+    start = _commands(config, "head_start_ray_commands")
+    server = start[start.index("mlflow server"):]
+    host = re.search(r"--host\s+(\S+)", server)
+    assert host and "0.0.0.0" not in host.group(1) and "hostname -I" in server
+    assert "ssh" in (REPO / "ray_cluster.yaml").read_text().split("cluster_name:")[0]

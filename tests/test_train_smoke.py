@@ -42,11 +42,8 @@ def test_smoke_run_records_a_finished_run_with_cost(schedule: str, shared_data: 
 
     prep = prepare(_request(schedule, tmp_path, mlflow_uri))
     lines: list[str] = []
-    t0 = time.perf_counter()
-    out = run_training(prep, progress=lines.append)
-    elapsed = time.perf_counter() - t0
+    out = run_training(prep, progress=lines.append)  # speed is benchmarks/' business
     assert out.status == "FINISHED", out.error
-    assert elapsed < 180, f"{schedule} smoke run took {elapsed:.0f} s"
 
     client = MlflowClient(mlflow_uri)
     run = client.get_run(out.run_id)

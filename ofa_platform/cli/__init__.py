@@ -38,7 +38,12 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns its exit status (2 for bad input, argparse's included, so
+    in-process callers and ``sys.exit(main())`` see the same number)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed its one line (or --help) already
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return int(args.func(args) or 0)
     except _user_error_types() as exc:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from ofa_platform.checks import non_empty_text
+
 __all__ = ["register", "run"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare", help="compare training methods from MLflow: table and "
                               "HTML report", description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--experiment", type=non_empty_text, required=True,
+                   help="MLflow experiment name")
     p.add_argument("--out", default="report.html", help="HTML report path (default report.html)")
     p.add_argument("--json", action="store_true", help="print the table as JSON instead")
     p.add_argument("--no-log", action="store_true",
@@ -30,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
 
     # MLflow logs store migrations at INFO on stderr; the command's output is the table.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from dashboards.compare import format_table
+    from dashboards.compare import format_table, resolve_uri
     from dashboards.report import table_records, write_report
+    from ofa_platform.checks import check_tracking_uri
+    from ofa_platform.files import check_output_file
+
+    check_output_file(args.out, "--out")
+    check_tracking_uri(resolve_uri(args.tracking_uri))
 
     result = write_report(args.experiment, args.out, tracking_uri=args.tracking_uri,
                           log_to_mlflow=not args.no_log)

@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 
+from ofa_platform.checks import non_negative_float, positive_float
+
 __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cost", help="price device-hours: dollars, kWh, CO2 (CompOFA's table)")
-    p.add_argument("--device-hours", type=float, default=None,
+    p.add_argument("--device-hours", type=non_negative_float, default=None,
                    help="GPU-hours (wall time x GPUs) or CPU worker-hours (required unless --list)")
     p.add_argument("--hardware", default="v100",
                    help="an entry of the hardware table (default v100); see --list")
     p.add_argument("--table", default=None, help="a hardware YAML table instead of the default")
-    p.add_argument("--price", type=float, default=None, help="override dollars per device-hour")
-    p.add_argument("--watts", type=float, default=None, help="override watts per device")
-    p.add_argument("--pue", type=float, default=None, help="override the PUE")
-    p.add_argument("--co2-lbs-per-kwh", type=float, default=None,
+    p.add_argument("--price", type=non_negative_float, default=None,
+                   help="override dollars per device-hour")
+    p.add_argument("--watts", type=non_negative_float, default=None,
+                   help="override watts per device")
+    p.add_argument("--pue", type=positive_float, default=None, help="override the PUE")
+    p.add_argument("--co2-lbs-per-kwh", type=non_negative_float, default=None,
                    help="override the carbon intensity")
     p.add_argument("--list", action="store_true", help="print the hardware table and exit")
     p.add_argument("--json", action="store_true", help="machine-readable output")

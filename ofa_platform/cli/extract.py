@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ofa_platform.checks import positive_float, positive_int
 from ofa_platform.errors import UserError
 from ofa_platform.files import atomic_path
 
@@ -29,8 +30,9 @@ FORMATS = ("export", "torchscript")
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="write one subnet as a standalone PyTorch file")
     p.add_argument("--space", help="search space (required for OFA-layout checkpoints)")
-    p.add_argument("--width-mult", type=float, help="supernet width multiplier (default 1.0)")
-    p.add_argument("--n-classes", type=int, help="classes (default: from the checkpoint)")
+    p.add_argument("--width-mult", type=positive_float,
+                   help="supernet width multiplier (default 1.0)")
+    p.add_argument("--n-classes", type=positive_int, help="classes (default: from the checkpoint)")
     p.add_argument("--small-input", action="store_true", help="32x32 variant (CIFAR)")
     p.add_argument("--checkpoint", required=True, help="supernet checkpoint (ours or OFA's)")
     p.add_argument("--arch", required=True, help="arch as JSON (ours or OFA's dict) or a file")
@@ -43,13 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_arch_text(value: str) -> str:
     """The JSON text of ``--arch``: the value itself, or the contents of the file it names."""
+    from ofa_platform.checks import strict_json
+    from ofa_platform.files import read_user_text
+
     stripped = value.strip()
     if stripped.startswith("{"):
-        return stripped
-    path = Path(value)
-    if not path.is_file():
-        raise UserError(f"--arch: {value!r} is neither JSON nor an existing file")
-    return path.read_text()
+        text = stripped
+    else:
+        path = Path(value)
+        if not path.exists():
+            raise UserError(f"--arch: {value!r} is neither JSON nor an existing file")
+        text = read_user_text(path, "--arch")
+    strict_json(text, "--arch")  # NaN, Infinity, 1e999: one line here, not a traceback later
+    return text
 
 
 def export_subnet(model: nn.Module, example: torch.Tensor, out: str | os.PathLike[str],
@@ -79,11 +87,13 @@ def export_subnet(model: nn.Module, example: torch.Tensor, out: str | os.PathLik
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ofa_platform.files import check_output_file
     from search_spaces.checkpoints import load_any_checkpoint
     from search_spaces.flops import count_macs_params
 
     if args.n_classes is not None and args.n_classes < 1:
         raise UserError(f"--n-classes must be positive, got {args.n_classes}")
+    check_output_file(args.out, "--out")
     arch_text = read_arch_text(args.arch)
     net = load_any_checkpoint(args.checkpoint, space=args.space, width_mult=args.width_mult,
                               n_classes=args.n_classes, small_input=args.small_input)

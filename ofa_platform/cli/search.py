@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from ofa_platform.checks import (
+    non_empty_text,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    seed_int,
+)
+
 __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
     p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
-    p.add_argument("--width-mult", type=float, default=1.0, help="supernet width multiplier")
+    p.add_argument("--width-mult", type=positive_float, default=1.0,
+                   help="supernet width multiplier")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
     src.add_argument("--predictor", help="accuracy predictor (OFA's published file or ours)")
@@ -21,24 +30,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolutions", help="e.g. 160-224:4 (default: the space's)")
     p.add_argument("--strategy", default="vanilla",
                    choices=["vanilla", "top-down", "bottom-up", "exhaustive"])
-    p.add_argument("--workers", type=int, default=1, help="Ray workers")
+    p.add_argument("--workers", type=positive_int, default=1, help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--generations", type=int, default=500, help="OFA: 500")
-    p.add_argument("--population-size", type=int, default=100, help="OFA: 100")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--generations", type=positive_int, default=500, help="OFA: 500")
+    p.add_argument("--population-size", type=positive_int, default=100, help="OFA: 100")
     p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
-    p.add_argument("--experiment", default="search", help="MLflow experiment")
+    p.add_argument("--experiment", type=non_empty_text, default="search", help="MLflow experiment")
     p.add_argument("--out", default="runs/search", help="directory for pareto.parquet")
     p.add_argument("--cache-dir", default=".ofa_cache",
                    help="persistent latency and accuracy memos")
-    p.add_argument("--batch-size", type=int, help="measured latency batch (1 CPU, 64 CUDA)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="measured latency batch (1 CPU, 64 CUDA)")
     p.add_argument("--hardware", default="cpu", help="cost-model hardware of this search")
-    p.add_argument("--arch-samples", type=int, default=1000,
+    p.add_argument("--arch-samples", type=positive_int, default=1000,
                    help="--checkpoint: subnets evaluated to train the predictor (OFA: 1000)")
-    p.add_argument("--calib-images", type=int, default=2000, help="BN recalibration images")
-    p.add_argument("--val-subset", type=int, help="--checkpoint: validation images used")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--calib-images", type=positive_int, default=2000,
+                   help="BN recalibration images")
+    p.add_argument("--val-subset", type=positive_int, help="--checkpoint: validation images used")
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0)
     p.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
     p.add_argument("--log-models", action="store_true",
                    help="log every chosen subnet as an MLflow model (BN recalibrated, pt2 "
@@ -46,14 +57,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """Paths, resources and the tracking store, checked before anything is built or written
+    (an --export naming a file used to fail after pareto.parquet was written)."""
+    from ofa_platform.checks import check_local_resources, check_tracking_uri
+    from ofa_platform.files import check_output_dir
+    from ofa_platform.tracking import resolve_tracking_uri
+
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.cache_dir, "--cache-dir")
+    if args.export is not None:
+        check_output_dir(args.export, "--export")
+    check_local_resources(args.workers, 1.0, args.gpus_per_worker)
+    if not args.no_mlflow:
+        check_tracking_uri(resolve_tracking_uri(None))
+
+
 def run(args: argparse.Namespace) -> int:
-    from ofa_platform.search.pareto import format_table
     from ofa_platform.errors import UserError
+    from ofa_platform.search.pareto import format_table
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
 
     if args.log_models and (not args.checkpoint or args.no_mlflow):
         raise UserError("--log-models needs --checkpoint (trained weights to log) and an "
                         "MLflow run (drop --no-mlflow)")
+    preflight(args)
+
     req = SearchRequest(
         space=args.space, targets=parse_targets(args.targets), latency=args.latency,
         strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,

@@ -9,6 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from ofa_platform.checks import (
+    non_empty_text,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed_int,
+)
+
 __all__ = ["register", "run", "request_from_args"]
 
 
@@ -18,27 +27,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="search space (default: the schedule's)")
     p.add_argument("--data", required=True,
                    help="parquet:DIR, imagefolder:DIR or synthetic[:N]")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray Train workers (default 2)")
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
                    help="GPUs per worker (0: train on CPUs)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--epoch-scale", type=float, default=1.0,
+    p.add_argument("--cpus-per-worker", type=positive_float, default=1.0)
+    p.add_argument("--epoch-scale", type=positive_float, default=1.0,
                    help="fraction of each phase's epochs to run (smoke runs)")
-    p.add_argument("--subset", type=int, help="use the first N training images")
-    p.add_argument("--experiment", default="ofa-train", help="MLflow experiment")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="images per worker per step")
-    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--subset", type=positive_int, help="use the first N training images")
+    p.add_argument("--experiment", type=non_empty_text, default="ofa-train",
+                   help="MLflow experiment")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per worker per step")
+    p.add_argument("--width-mult", type=positive_float, default=1.0)
     p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=None,
                    help="stem keeps small images' size (default: the dataset recipe's)")
     p.add_argument("--hardware", help="price-table entry (default: cpu, or the GPU kind)")
-    p.add_argument("--max-failures", type=int, default=2,
+    p.add_argument("--max-failures", type=non_negative_int, default=2,
                    help="worker-group restarts from the last checkpoint")
     p.add_argument("--storage-path", help="Ray Train storage (default: runs/ray)")
     p.add_argument("--init-checkpoint", help="supernet file to start the first phase from")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
-    p.add_argument("--val-limit", type=int, help="evaluate on at most N validation images")
-    p.add_argument("--loader-workers", type=int, default=0,
+    p.add_argument("--val-limit", type=positive_int, help="evaluate on at most N validation images")
+    p.add_argument("--loader-workers", type=non_negative_int, default=0,
                    help="DataLoader processes per worker for on-disk images")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=run)
@@ -59,9 +69,23 @@ def request_from_args(args: argparse.Namespace) -> object:
         val_limit=args.val_limit, loader_workers=args.loader_workers)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """The checks that need no data and no Ray: resources of this machine, paths, the
+    tracking store (each a UserError before anything starts or is written)."""
+    from ofa_platform.checks import check_local_resources, check_tracking_uri
+    from ofa_platform.files import check_output_dir
+    from ofa_platform.tracking import resolve_tracking_uri
+
+    check_local_resources(args.workers, args.cpus_per_worker, args.gpus_per_worker)
+    if args.storage_path and "://" not in args.storage_path:
+        check_output_dir(args.storage_path, "--storage-path")
+    check_tracking_uri(resolve_tracking_uri(None))
+
+
 def run(args: argparse.Namespace) -> int:
     from ofa_platform.train.runner import prepare, run_training
 
+    preflight(args)
     prepared = prepare(request_from_args(args))  # UserError -> one line, exit 2
     outcome = run_training(prepared)
     if args.json:

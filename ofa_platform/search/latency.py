@@ -149,6 +149,25 @@ def _table_path(directory: Path, r: int) -> Path:
     return directory / f"{r}_lookup_table.yaml"
 
 
+def _read_table_yaml(path: Path, loader: Any) -> Any:
+    """Parse one lookup table; a file that is not YAML text (binary, not UTF-8, a syntax
+    error) is a :class:`UserError` naming it and the line, not a parser traceback."""
+    import yaml
+
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=loader)
+    except UnicodeDecodeError:
+        raise UserError(f"latency table {path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise UserError(f"latency table {path}: not valid YAML ({problem}{where})") from None
+    except OSError as exc:
+        raise UserError(f"latency table {path}: cannot read ({exc.strerror})") from None
+
+
 def load_lut_dir(directory: str | Path, resolutions: Iterable[int]) -> dict[int, dict[str, float]]:
     """Read ``{r}_lookup_table.yaml`` for each resolution: layer key -> mean milliseconds."""
     import yaml
@@ -166,14 +185,17 @@ def load_lut_dir(directory: str | Path, resolutions: Iterable[int]) -> dict[int,
             span = f"{have[0]}..{have[-1]}" if have else "none"
             raise UserError(f"no latency table for resolution {r} in {directory} "
                             f"(tables there: {span})")
-        with path.open() as fh:
-            raw = yaml.load(fh, Loader=loader)
+        raw = _read_table_yaml(path, loader)
         if not isinstance(raw, dict):
             raise UserError(f"{path}: not a lookup table (expected a mapping of layers)")
         try:
             tables[r] = {str(k): float(v["mean"]) for k, v in raw.items()}
         except (TypeError, KeyError, ValueError):
             raise UserError(f"{path}: every entry needs a numeric 'mean'") from None
+        bad = next((k for k, v in tables[r].items() if not 0 <= v < float("inf")), None)
+        if bad is not None:
+            raise UserError(f"{path}: entry {bad}: mean {tables[r][bad]} is not a finite "
+                            "non-negative number of milliseconds")
     return tables
 
 

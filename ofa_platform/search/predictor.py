@@ -171,13 +171,14 @@ def single_thread() -> Iterator[None]:
 def load_predictor(path: str | Path, codec: GeneCodec) -> AccuracyPredictor:
     """Load OFA's published predictor (a bare state dict: published encoding) or one of ours,
     and check that it fits ``codec``'s space (a wrong input size is a :class:`UserError`)."""
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictor {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        from search_spaces.checkpoints import load_weights_only
+
+        data = load_weights_only(path)  # torch's pickle warnings would precede the one line
     except Exception as exc:  # a corrupt or foreign file: one line for the user
         raise UserError(f"predictor {path} cannot be read ({type(exc).__name__})") from None
     if isinstance(data, dict) and data.get("format") == PREDICTOR_FORMAT:

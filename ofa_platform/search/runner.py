@@ -109,8 +109,8 @@ def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
             value = float(item)
         except (TypeError, ValueError):
             raise UserError(f"targets: {item!r} is not a number") from None
-        if not value > 0:
-            raise UserError(f"targets: {value:g} is not positive")
+        if not 0 < value < float("inf"):  # NaN and inf are no target either
+            raise UserError(f"targets: {value:g} is not a positive finite number")
         out.append(value)
     if not out:
         raise UserError("targets: none given")

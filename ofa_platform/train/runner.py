@@ -431,6 +431,29 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _ray_sigint_as_interrupt() -> Iterator[None]:
+    """Ctrl-C during ``fit()`` ends as a KeyboardInterrupt, like anywhere else in the job.
+
+    Ray Train V2 installs its own SIGINT handler for the duration of ``fit()``: it aborts
+    the controller (which kills the worker group) and then calls ``sys.exit(0)``, so the
+    driver would leave with a SystemExit, no ``ofa.interrupted`` tag and no message. Nothing
+    else raises SystemExit inside ``fit()`` in this process (the training loop runs in the
+    workers, the MLflow callback in the controller), so it is turned back into the interrupt
+    it was. Ray leaves its handler installed after ``fit()``, aimed at a dead controller;
+    the previous handler is put back.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as exc:
+        raise KeyboardInterrupt("SIGINT during Ray Train fit()") from exc
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _run_tracked(prep: PreparedRun, progress: Callable[[str], None]) -> TrainOutcome:
     from ofa_platform.tracking import tracked_run
 
@@ -498,7 +521,8 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
     meter.start()
     result = None
     try:
-        result = trainer.fit()
+        with _ray_sigint_as_interrupt():
+            result = trainer.fit()
         if result.error is not None:
             outcome.error = f"{type(result.error).__name__}: {result.error}"
     except KeyboardInterrupt:

@@ -481,10 +481,9 @@ def load_schedule(name_or_path: str | Path, schedules_dir: str | Path | None = N
         if not path.is_file():
             known = ", ".join(list_schedules(d)) or "none"
             raise UserError(f"unknown schedule {text!r}; known: {known}")
-    try:
-        raw = path.read_text()
-    except OSError as exc:
-        raise UserError(f"schedule {path}: cannot read ({exc.strerror or exc})") from None
+    from ofa_platform.files import read_user_text
+
+    raw = read_user_text(path, "schedule")  # binary or non-UTF-8: one line, not a traceback
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
