@@ -67,14 +67,15 @@ def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  #
     chosen = [r for r in out["results"] if r["feasible"]]
     assert chosen
     supernet, _ = load_supernet(str(ckpt))
+    logged = {m.name: m for m in mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id], output_format="list")
+        if m.source_run_id == out["run_id"]}
     for row in chosen:
         name = f"subnet-{row['target']:g}MMACs".replace(".", "_")
         uri = f"runs:/{out['run_id']}/{name}"
-        models = mlflow.search_logged_models(
-            experiment_ids=[run.info.experiment_id], filter_string=f"name = '{name}'",
-            output_format="list")
-        assert len(models) == 1, name
-        tags = models[0].tags
+        assert name in logged, (name, sorted(logged))
+        model = logged[name]
+        tags = model.tags
         assert ArchConfig.from_json(tags["ofa.arch"]) == ArchConfig.from_dict(row["arch"])
         assert float(tags["ofa.target"]) == row["target"]
         assert float(tags["ofa.measured_accuracy"]) == pytest.approx(row["measured_accuracy"])
@@ -88,7 +89,7 @@ def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  #
         x = images[0][:3].numpy().astype(np.float32)
         with torch.no_grad():
             want = ref(torch.from_numpy(x)).numpy()
-        loaded = mlflow.pytorch.load_model(models[0].model_uri)
+        loaded = mlflow.pytorch.load_model(model.model_uri)
         with torch.no_grad():
             got = loaded(torch.from_numpy(x))
         assert np.allclose(np.asarray(got), want, atol=1e-4)

@@ -321,7 +321,7 @@ def execute(prepared: Prepared) -> SearchOutcome:
     meter.stop()
     run_id = None
     if req.log_mlflow:
-        run_id = _log_run(prepared, results, search_time, meter, artifacts, rows)
+        run_id = _log_run(prepared, results, search_time, meter, artifacts, pareto=rows)
     return SearchOutcome(results=results, rows=rows, pareto_path=pareto_path,
                          population_path=population_path, run_id=run_id,
                          search_time_s=search_time, evaluations=fitness.evaluations,
@@ -358,7 +358,7 @@ def _method(prepared: Prepared) -> str:
 
 
 def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float, meter: Any,
-             artifacts: list[Path], rows: Sequence[dict[str, Any]] = ()) -> str:
+             artifacts: list[Path], pareto: Sequence[dict[str, Any]] = ()) -> str:
     import mlflow
 
     from ofa_platform.tracking import log_cost, tracked_run
@@ -401,7 +401,7 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
         if req.log_models:
             from ofa_platform.search.models import log_models
 
-            log_models(rows, prepared.supernet, data=str(req.data), seed=req.seed,
+            log_models(pareto, prepared.supernet, data=str(req.data), seed=req.seed,
                        calib_images=req.calib_images, calib_batch=req.calib_batch,
                        hardware=prepared.estimator_name)
         return run.info.run_id
