@@ -1,9 +1,12 @@
-"""Forward+backward throughput of the largest and smallest ofa_mbv3 subnets.
+"""Forward+backward throughput of the largest and smallest subnets of ofa_mbv3 and ofa_resnet50.
 
     .venv/bin/python benchmarks/bench_subnet_throughput.py [--batch 64] [--steps 3]
-        [--resolutions 32,224] [--device cpu|cuda] [--threads N]
+        [--resolutions 32,224] [--spaces ofa_mbv3,ofa_resnet50] [--device cpu|cuda]
+        [--threads N]
 
-For each subnet (largest: kernel 7, ratio 6, depth 4; smallest: 3/3/2) and input size, times
+For each space, subnet (ofa_mbv3 largest: kernel 7, ratio 6, depth 4; smallest: 3/3/2;
+ofa_resnet50 largest: depth 2 with the stem, ratio 0.35, width 1.0; smallest: depth 0 without
+the stem's residual conv, ratio 0.2, width 0.65) and input size, times
 training steps (forward, cross-entropy, backward; no optimizer) of batch 64 two ways side by
 side in one run: inside the supernet (``set_active``, the path training takes) and as the
 extracted static subnet. Prints images/s and the speed ratio smallest/largest; writes JSON
@@ -58,6 +61,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=3, help="timed steps per case (median)")
     p.add_argument("--resolutions", default="32,224")
+    p.add_argument("--spaces", default="ofa_mbv3,ofa_resnet50", help="comma-separated spaces")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
@@ -67,31 +71,37 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.manual_seed(0)
-    net = create_supernet("ofa_mbv3").to(device)
-    space = net.space
     rows = []
-    print(f"ofa_mbv3 w1.0 forward+backward, batch {args.batch}, {device.type} "
+    print(f"forward+backward, batch {args.batch}, {device.type} "
           f"({torch.get_num_threads()} threads), median of {args.steps} steps", flush=True)
-    print(f"{'subnet':<9} {'res':>4} {'in supernet img/s':>18} {'static img/s':>13}", flush=True)
-    for r in (int(v) for v in args.resolutions.split(",")):
-        x = torch.randn(args.batch, 3, r, r, device=device)
-        y = torch.randint(0, 1000, (args.batch,), device=device)
-        for name, arch in (("largest", space.largest(224)), ("smallest", space.smallest(128))):
-            net.set_active(arch)
-            sub = net.extract(arch).to(device)
-            row = {"subnet": name, "resolution": r,
-                   "supernet_img_s": _steps_per_s(net, x, y, args.steps, sync),
-                   "static_img_s": _steps_per_s(sub, x, y, args.steps, sync)}
-            rows.append(row)
-            print(f"{name:<9} {r:>4} {row['supernet_img_s']:>18.1f} "
-                  f"{row['static_img_s']:>13.1f}", flush=True)
+    print(f"{'space':<13} {'subnet':<9} {'res':>4} {'in supernet img/s':>18} "
+          f"{'static img/s':>13}", flush=True)
+    for space_name in args.spaces.split(","):
+        torch.manual_seed(0)
+        net = create_supernet(space_name).to(device)
+        space = net.space
+        # the chosen subnets run at each --resolutions size (architecture only from r)
+        for r in (int(v) for v in args.resolutions.split(",")):
+            x = torch.randn(args.batch, 3, r, r, device=device)
+            y = torch.randint(0, 1000, (args.batch,), device=device)
+            for name, arch in (("largest", space.largest(224)),
+                               ("smallest", space.smallest(128))):
+                net.set_active(arch)
+                sub = net.extract(arch).to(device)
+                row = {"space": space_name, "subnet": name, "resolution": r,
+                       "supernet_img_s": _steps_per_s(net, x, y, args.steps, sync),
+                       "static_img_s": _steps_per_s(sub, x, y, args.steps, sync)}
+                rows.append(row)
+                print(f"{space_name:<13} {name:<9} {r:>4} {row['supernet_img_s']:>18.1f} "
+                      f"{row['static_img_s']:>13.1f}", flush=True)
+        del net
     ratios = {}
-    for r in sorted({row["resolution"] for row in rows}):
-        big, small = (next(x for x in rows if x["resolution"] == r and x["subnet"] == s)
-                      for s in ("largest", "smallest"))
-        ratios[r] = small["supernet_img_s"] / big["supernet_img_s"]
-        print(f"speed ratio smallest/largest at {r}px (in supernet): {ratios[r]:.2f}x")
+    for space_name, r in sorted({(row["space"], row["resolution"]) for row in rows}):
+        big, small = (next(x for x in rows if x["resolution"] == r and x["subnet"] == s
+                           and x["space"] == space_name) for s in ("largest", "smallest"))
+        ratios[f"{space_name}@{r}"] = small["supernet_img_s"] / big["supernet_img_s"]
+        print(f"{space_name}: speed ratio smallest/largest at {r}px (in supernet): "
+              f"{ratios[f'{space_name}@{r}']:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "ratio_smallest_over_largest": ratios,

@@ -16,6 +16,17 @@ Comparisons (each interleaved, medians, speed ratio ours / reference; see ``harn
    Note10 tables (width 1.2), equal population, generations, targets and resolutions; ours
    with each multi-target strategy, the reference with one independent search per target
    (it has nothing else). Predicted accuracy found is printed per target.
+5. ``search 10 targets, whole process``: what a user waits for. Ours is the command
+   ``ofa-platform search --strategy vanilla ... --json`` in a fresh Python process (imports,
+   predictor and tables loaded, search, Pareto table written), without and with its MLflow run
+   (a SQLite store created beforehand); the reference is a fresh Python process that imports
+   it, loads the same predictor and tables and runs its ``EvolutionFinder`` per target. CPU
+   time is the child processes'. Goal (issue 17): ours >= 30x.
+
+6. ``resnet-train`` / ``resnet-extract`` / ``resnet-recal`` (opt in with ``--only``, e.g.
+   ``--only resnet-train,resnet-extract,resnet-recal``): the same three comparisons on
+   ResNet50D (``ofa_resnet50`` against the reference's ``OFAResNets``; teacher: each side's
+   static largest subnet), ``--resnet-resolution`` px.
 
 Our training step is assembled here from the same public pieces the engine's inner loop uses
 (``create_supernet``, ``param_groups``, ``subnet_loss``, autocast and channels-last on CUDA),
@@ -25,9 +36,14 @@ because the engine runs its step inside a Ray Train worker and exposes no step f
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,8 +63,11 @@ SEARCH_RESOLUTIONS = (160, 176, 192, 208, 224)  # the reference's evolution find
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="train,extract,recal,search",
-                   help="comma-separated subset of train,extract,recal,search")
+    p.add_argument("--only", default="train,extract,recal,search,whole",
+                   help="comma-separated subset of train,extract,recal,search,whole, "
+                        "resnet-train,resnet-extract,resnet-recal")
+    p.add_argument("--resnet-resolution", type=int, default=64,
+                   help="ResNet50D training-step and recalibration resolution")
     p.add_argument("--devices", default="auto",
                    help="training-step devices: cpu, cuda, cpu,cuda; auto = cpu (+cuda if any)")
     p.add_argument("--threads", type=int, default=1,
@@ -75,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-many-repeats", type=int, default=1,
                    help="repeats of the all-targets search")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--whole-repeats", type=int, default=2,
+                   help="repeats of the whole-process 10-target search (each side)")
+    p.add_argument("--reference-process", action="store_true",
+                   help=argparse.SUPPRESS)  # internal: the reference side of a whole-process run
     p.add_argument("--data", type=Path, default=SHARED,
                    help="dir with acc_predictor.pth and latency_note10/")
     p.add_argument("--ref-dir", type=Path, default=refmod.default_reference_dir(REPO))
@@ -89,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 class _OursTrainer:
     """Our supernet training step, the engine's inner loop without Ray around it."""
 
-    def __init__(self, device: str, *, amp: bool, channels_last: bool, seed: int) -> None:
+    def __init__(self, device: str, *, amp: bool, channels_last: bool, seed: int,
+                 space_name: str = "ofa_mbv3") -> None:
         import torch
 
         from ofa_platform.train.engine import param_groups
@@ -97,12 +121,15 @@ class _OursTrainer:
         from search_spaces.spaces import get_space
 
         torch.manual_seed(seed)
-        self.space = get_space("ofa_mbv3")
+        self.space = get_space(space_name)
         self.device = torch.device(device)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         self.net = create_supernet(self.space).to(self.device, memory_format=mf)
-        teacher = create_supernet(self.space)
-        teacher.set_active(self.space.largest())
+        if space_name == "ofa_resnet50":  # as the reference side: the static largest subnet
+            teacher = self.net.extract(self.space.largest())
+        else:
+            teacher = create_supernet(self.space)
+            teacher.set_active(self.space.largest())
         self.teacher = teacher.eval().requires_grad_(False).to(self.device, memory_format=mf)
         self.channels_last = channels_last
         self.amp_dtype = None
@@ -381,6 +408,102 @@ def bench_search(ref: refmod.Reference, args: argparse.Namespace) -> list[harnes
     return comps
 
 
+def _children_cpu() -> float:
+    """CPU seconds of finished child processes (user + system): a whole-process side's."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def _run_json(cmd: Sequence[str], cwd: Path, env: dict[str, str]) -> Any:
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}: "
+                           f"{proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout)
+
+
+def _ours_command(args: argparse.Namespace, targets: Sequence[float], out: Path,
+                  mlflow: bool) -> list[str]:
+    lo, hi = SEARCH_RESOLUTIONS[0], SEARCH_RESOLUTIONS[-1]
+    step = SEARCH_RESOLUTIONS[1] - SEARCH_RESOLUTIONS[0]
+    cmd = [sys.executable, "-m", "ofa_platform", "search", "--space", "ofa_mbv3",
+           "--width-mult", "1.2", "--predictor", str(args.data / "acc_predictor.pth"),
+           "--latency", f"lut:{args.data / 'latency_note10'}", "--strategy", "vanilla",
+           "--targets", ",".join(f"{t:g}" for t in targets),
+           "--resolutions", f"{lo}-{hi}:{step}", "--generations", str(args.generations),
+           "--population-size", str(args.population), "--seed", str(args.seed), "--json",
+           "--out", str(out / "search"), "--cache-dir", str(out / "cache"),
+           "--experiment", "bench-whole-process"]
+    return cmd if mlflow else cmd + ["--no-mlflow"]
+
+
+def bench_search_whole(args: argparse.Namespace) -> list[harness.Comparison]:
+    """The 10-target vanilla search as whole processes, ours against the reference's."""
+    targets = [float(t) for t in args.targets.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="ofa-bench-whole-"))
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/m.db")
+    ref_cmd = [sys.executable, "-m", "benchmarks.bench_vs_reference", "--reference-process",
+               "--data", str(args.data), "--ref-dir", str(args.ref_dir), "--targets",
+               args.targets, "--population", str(args.population), "--generations",
+               str(args.generations), "--seed", str(args.seed),
+               "--threads", str(args.threads)]
+    common = {"population": args.population, "generations": args.generations,
+              "resolutions": list(SEARCH_RESOLUTIONS), "targets": targets,
+              "strategy": "vanilla"}
+
+    def ours(mlflow: bool) -> dict[str, Any]:
+        got = _run_json(_ours_command(args, targets, tmp, mlflow), tmp, env)
+        return {"mean_accuracy": statistics.fmean(r["accuracy"] for r in got["results"]),
+                "search_time_s": got["search_time_s"],
+                "per_target": [{"target_ms": r["target"], "accuracy": r["accuracy"],
+                                "latency_ms": r["cost"]} for r in got["results"]]}
+
+    def theirs() -> dict[str, Any]:
+        found = _run_json(ref_cmd, REPO, env)
+        return {"mean_accuracy": statistics.fmean(f["accuracy"] for f in found),
+                "per_target": [{k: f[k] for k in ("target_ms", "accuracy", "latency_ms")}
+                               for f in found]}
+
+    try:
+        ours(True)  # the MLflow store exists before the timed runs, as on a user's second day
+        comps = [harness.compare(
+            f"search {len(targets)} targets (vanilla), whole process",
+            lambda: ours(False), theirs, repeats=args.whole_repeats, warmup=0,
+            work=len(targets), unit="target", cpu_clock=_children_cpu,
+            notes={**common, "ours": "ofa-platform search --no-mlflow --json"})]
+        ref_side = comps[0].reference
+        side = harness.Side()
+        for _ in range(args.whole_repeats):
+            w0, c0 = time.perf_counter(), _children_cpu()
+            side.result = ours(True)
+            side.wall_s.append(time.perf_counter() - w0)
+            side.cpu_s.append(_children_cpu() - c0)
+        comps.append(harness.Comparison(
+            f"search {len(targets)} targets (vanilla), whole process + MLflow run", side,
+            ref_side, work=len(targets), unit="target",
+            notes={**common, "ours": "ofa-platform search --json (MLflow run, SQLite)",
+                   "reference_timing": "shared with the row above"}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return comps
+
+
+def _reference_process(args: argparse.Namespace) -> int:
+    """The reference side of a whole-process run: import, load, search, print JSON."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ref = refmod.load_reference(args.ref_dir)
+    theirs = refmod.ReferenceSearch(ref, args.data / "acc_predictor.pth",
+                                    args.data / "latency_note10", SEARCH_RESOLUTIONS)
+    found = theirs.search([float(t) for t in args.targets.split(",")],
+                          population=args.population, generations=args.generations,
+                          seed=args.seed)
+    print(json.dumps(found))
+    return 0
+
+
 def _cross_check(theirs: refmod.ReferenceSearch, found: list[dict[str, Any]]) -> dict[str, float]:
     """Re-score our archs with the reference's own predictor and table: both sides must
     measure the same thing for the accuracies to be comparable."""
@@ -418,6 +541,101 @@ def _accuracy_table(comps: Sequence[harness.Comparison]) -> str:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- ResNet50D
+
+
+def bench_resnet_train(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    """One ResNet50D supernet training step (CPU), the same subnets on both sides."""
+    import torch
+
+    res, batch = args.resnet_resolution, args.batch
+    ours = _OursTrainer("cpu", amp=False, channels_last=False, seed=args.seed,
+                        space_name="ofa_resnet50")
+    theirs = refmod.ReferenceResNetTrainer(ref, seed=args.seed)
+    space = ours.space.with_resolutions((res,))  # same choices at the benchmark's size
+    ours.net.space = space
+    ours.net.set_active(space.largest())
+    rng = random.Random(args.seed)
+    steps = [[space.sample(rng).replace(r=res) for _ in range(args.subnets)]
+             for _ in range(args.train_repeats + 1)]
+    gen = torch.Generator().manual_seed(args.seed)
+    x = torch.randn(batch, 3, res, res, generator=gen)
+    y = torch.randint(0, 1000, (batch,), generator=gen)
+    ours_next, ref_next = _cycler(steps), _cycler(steps)
+    return harness.compare(
+        "resnet50 train step (cpu)", lambda: ours.step(x, y, ours_next()),
+        lambda: theirs.step(x, y, [space.to_ofa_dict(a) for a in ref_next()]),
+        repeats=args.train_repeats, warmup=1, work=batch, unit="img",
+        notes={"batch": batch, "resolution": res, "subnets": args.subnets,
+               "archs": [[a.key for a in s] for s in steps]})
+
+
+def _paired_resnets(ref: refmod.Reference, seed: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    from search_spaces.checkpoints import load_ofa_checkpoint
+    from search_spaces.registry import create_supernet
+    from search_spaces.spaces import get_space
+
+    torch.manual_seed(seed)
+    theirs = refmod.build_resnet_supernet(ref)
+    space = get_space("ofa_resnet50")
+    ours = load_ofa_checkpoint(create_supernet(space, dropout=0.0),
+                               {"state_dict": theirs.state_dict()})
+    return space, ours, theirs
+
+
+def bench_resnet_extract(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    space, ours, theirs = _paired_resnets(ref, args.seed)
+    rng = random.Random(args.seed + 1)
+    archs = [space.sample(rng) for _ in range(args.extract_repeats + 1)]
+    ours_next, ref_next = _cycler(archs), _cycler(archs)
+    return harness.compare(
+        "resnet50 extract subnet", lambda: (ours.extract(ours_next()), None)[1],
+        lambda: (refmod.extract_resnet(theirs, space.to_ofa_dict(ref_next())), None)[1],
+        repeats=args.extract_repeats, warmup=1, work=1, unit="subnet",
+        notes={"same_weights": True})
+
+
+def bench_resnet_recal(ref: refmod.Reference, args: argparse.Namespace) -> harness.Comparison:
+    import torch
+
+    from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
+
+    space, ours, theirs = _paired_resnets(ref, args.seed)
+    r = args.resnet_resolution
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    recal = [torch.randn(args.recal_batch, 3, r, r, generator=gen)
+             for _ in range(max(1, args.recal_images // args.recal_batch))]
+    evals = [(torch.randn(args.recal_batch, 3, r, r, generator=gen),
+              torch.randint(0, 1000, (args.recal_batch,), generator=gen))
+             for _ in range(max(1, args.eval_images // args.recal_batch))]
+    recal_pairs = [(x, torch.zeros(len(x), dtype=torch.long)) for x in recal]
+    space = space.with_resolutions((r,))  # same choices at the benchmark's size
+    ours.space = space
+    ours.set_active(space.largest())
+    rng = random.Random(args.seed + 3)
+    archs = [space.sample(rng) for _ in range(args.recal_repeats + 1)]
+    ours_next, ref_next = _cycler(archs), _cycler(archs)
+    device = torch.device("cpu")
+    n = (len(recal) + len(evals)) * args.recal_batch
+    return harness.compare(
+        "resnet50 recal+eval subnet",
+        lambda: float(evaluate_top1(recalibrate_bn(ours, ours_next(), recal, device), evals,
+                                    device)),
+        lambda: refmod.recalibrate_and_evaluate_resnet(
+            ref, theirs, space.to_ofa_dict(ref_next()), recal_pairs, evals),
+        repeats=args.recal_repeats, warmup=1, work=n, unit="img",
+        notes={"same_weights": True, "resolution": r})
+
+
+RESNET_BENCHES: dict[str, Callable[[refmod.Reference, argparse.Namespace], Any]] = {
+    "resnet-train": bench_resnet_train,
+    "resnet-extract": bench_resnet_extract,
+    "resnet-recal": bench_resnet_recal,
+}
+
+
 def _devices(spec: str) -> list[str]:
     import torch
 
@@ -431,13 +649,15 @@ def _devices(spec: str) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.reference_process:
+        return _reference_process(args)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = harness.machine_info().get("load_avg_1m")
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - {"train", "extract", "recal", "search"}
+    unknown = wanted - {"train", "extract", "recal", "search", "whole", *RESNET_BENCHES}
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}")
     print(f"reference: {refmod.REFERENCE_REQUIREMENT} in {args.ref_dir}", flush=True)
@@ -472,6 +692,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("recal+eval", lambda: bench_recal_eval(ref, args))
     if "search" in wanted:
         attempt("search", lambda: bench_search(ref, args))
+    if "whole" in wanted:
+        attempt("search, whole process", lambda: bench_search_whole(args))
+    for name, fn in RESNET_BENCHES.items():
+        if name in wanted:
+            attempt(name, lambda f=fn: f(ref, args))
     meta = {"reference": refmod.REFERENCE_REQUIREMENT, "load_avg_1m_start": load_start,
             "args": {k: (str(v) if isinstance(v, Path) else v)
                      for k, v in vars(args).items()}}

@@ -30,6 +30,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "build_resnet_supernet",
+    "set_active_resnet",
+    "extract_resnet",
+    "count_resnet",
+    "recalibrate_and_evaluate_resnet",
+    "ReferenceResNetTrainer",
     "REFERENCE_REQUIREMENT",
     "REFERENCE_VERSION",
     "RUNTIME_REQUIREMENTS",
@@ -347,3 +353,97 @@ class ReferenceSearch:
                   "d": list(ofa_arch["d"]), "r": [int(ofa_arch["r"])]}
         acc = float(self.predictor.predict_accuracy([sample])[0])
         return acc, float(self.latency.predict_efficiency(sample))
+
+
+# --------------------------------------------------------------------------- ResNet50D
+
+
+def build_resnet_supernet(ref: Reference, *, n_classes: int = 1000, dropout: float = 0.0) -> Any:
+    """The reference's ``OFAResNets`` as its model zoo builds ``ofa_resnet50``: depth 0/1/2,
+    expand 0.2/0.25/0.35, width 0.65/0.8/1.0, OFA's BN settings."""
+    nets = importlib.import_module("ofa.imagenet_classification.elastic_nn.networks")
+    return nets.OFAResNets(
+        n_classes=n_classes, bn_param=(0.1, 1e-5), dropout_rate=dropout,
+        depth_list=[0, 1, 2], expand_ratio_list=[0.2, 0.25, 0.35],
+        width_mult_list=[0.65, 0.8, 1.0],
+    )
+
+
+def set_active_resnet(net: Any, ofa_arch: dict[str, Any]) -> None:
+    """Activate a ResNet50D arch given in OFA's dict form (``d``, ``e``, ``w``)."""
+    net.set_active_subnet(d=list(ofa_arch["d"]), e=list(ofa_arch["e"]), w=list(ofa_arch["w"]))
+
+
+def extract_resnet(net: Any, ofa_arch: dict[str, Any]) -> Any:
+    """The reference's static ResNet subnet: ``set_active_subnet`` then ``get_active_subnet``."""
+    set_active_resnet(net, ofa_arch)
+    return net.get_active_subnet(preserve_weight=True)
+
+
+def count_resnet(ref: Reference, net: Any, resolution: int) -> tuple[float, int]:
+    """The reference's own counters: ``count_net_flops`` (MACs) and ``count_parameters``."""
+    utils = importlib.import_module("ofa.utils")
+    return (float(utils.count_net_flops(net, (1, 3, resolution, resolution))),
+            int(utils.count_parameters(net)))
+
+
+def recalibrate_and_evaluate_resnet(ref: Reference, net: Any, ofa_arch: dict[str, Any],
+                                    recal_batches: Sequence[tuple[Any, Any]],
+                                    eval_batches: Iterable[tuple[Any, Any]]) -> float:
+    """The same path as :func:`recalibrate_and_evaluate` for ``OFAResNets``."""
+    import torch
+
+    subnet = extract_resnet(net, ofa_arch)
+    ref.set_running_statistics(subnet, recal_batches)
+    subnet.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for images, labels in eval_batches:
+            correct += int((subnet(images).argmax(dim=1) == labels).sum())
+            total += int(labels.numel())
+    return 100.0 * correct / max(total, 1)
+
+
+class ReferenceResNetTrainer(ReferenceTrainer):
+    """:class:`ReferenceTrainer`'s step on ``OFAResNets``: the teacher is the reference's own
+    static largest ResNet50D (``get_active_subnet`` of the full network; OFA publishes no
+    ResNet training script, so its MobileNetV3 script's distillation is what is reproduced)."""
+
+    def __init__(self, ref: Reference, *, n_classes: int = 1000, lr: float = 0.1,
+                 kd_ratio: float = 1.0, seed: int = 0) -> None:
+        import torch
+
+        torch.manual_seed(seed)
+        self.ref = ref
+        self.net = build_resnet_supernet(ref, n_classes=n_classes, dropout=0.1)
+        self.net.set_max_net()
+        self.teacher = self.net.get_active_subnet(preserve_weight=True)
+        self.kd_ratio = kd_ratio
+        decay, no_decay = [], []
+        for name, param in self.net.named_parameters():
+            (no_decay if ("bn" in name or "bias" in name) else decay).append(param)
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": 3e-5}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr, momentum=0.9, nesterov=True,
+        )
+
+    def step(self, images: Any, labels: Any, archs: Sequence[dict[str, Any]]) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        self.net.train()
+        self.teacher.train()
+        with torch.no_grad():
+            soft_label = F.softmax(self.teacher(images).detach(), dim=1)
+        self.net.zero_grad()
+        losses = []
+        for arch in archs:
+            set_active_resnet(self.net, arch)
+            output = self.net(images)
+            loss = self.kd_ratio * self.ref.cross_entropy_loss_with_soft_target(
+                output, soft_label
+            ) + self.ref.cross_entropy_with_label_smoothing(output, labels, 0.1)
+            loss.backward()
+            losses.append(float(loss.detach()))
+        self.optimizer.step()
+        return sum(losses) / len(losses)

@@ -92,7 +92,7 @@ def _search(cfg: QuickstartConfig, method: str, checkpoint: str,
         n_arch_samples=cfg.search_samples, calib_images=min(64, cfg.subset),
         calib_batch=64, eval_batch=64, val_subset=cfg.val_limit,
         experiment=cfg.experiment, tracking_uri=cfg.tracking_uri,
-        out_dir=str(Path(cfg.out_dir, "search", method)), measure_warmup=1, measure_repeats=3,
+        out_dir=str(Path(cfg.out_dir, "search", method)), measure_warmup=1, measure_repeats=5,
         n_population_rows=60)
     prepared = prepare(request)  # evaluates subnets with Ray Tune, fits the predictor
     fitness, codec = prepared.fitness, prepared.codec

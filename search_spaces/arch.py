@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ArchConfig", "ArchError"]
+__all__ = ["ArchConfig", "ArchError", "arch_from_dict"]
 
 
 class ArchError(ValueError):
@@ -103,3 +103,14 @@ class ArchConfig:
         except json.JSONDecodeError as exc:
             raise ArchError(f"arch: not valid JSON ({exc.msg})") from None
         return cls.from_dict(data)
+
+
+def arch_from_dict(data: dict[str, Any]) -> Any:
+    """The arch value of a ``to_dict`` form, whichever family wrote it: a dict with ``w``
+    (per-stage widths) is a :class:`~search_spaces.resnet_arch.ResNetArch`, else an
+    :class:`ArchConfig`. For code that only carries archs around (Ray actors, caches)."""
+    if isinstance(data, dict) and "w" in data:
+        from search_spaces.resnet_arch import ResNetArch
+
+        return ResNetArch.from_dict(data)
+    return ArchConfig.from_dict(data)

@@ -21,7 +21,7 @@ __all__ = [
     "NetworkPlan", "LayerShape", "network_plan", "layer_shapes", "FAMILIES",
 ]
 
-FAMILIES = ("mbv3", "proxyless")
+FAMILIES = ("mbv3", "proxyless", "resnet")
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -103,7 +103,12 @@ class NetworkPlan:
 def network_plan(family: str, width_mult: float = 1.0, n_classes: int = 1000,
                  small_input: bool = False, n_slots: tuple[int, ...] | None = None) -> NetworkPlan:
     """The network of ``family`` at ``width_mult``; ``n_slots`` (blocks per stage) defaults to
-    the family's maximum depth everywhere."""
+    the family's maximum depth everywhere. ``resnet`` returns a
+    :class:`~search_spaces.resnet_plan.ResNetPlan` (its own layout, fixed slots)."""
+    if family == "resnet":
+        from search_spaces.resnet_plan import resnet_plan
+
+        return resnet_plan(width_mult, n_classes, small_input)  # type: ignore[return-value]
     if family == "mbv3":
         base = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
         widths = [make_divisible(b * width_mult, 8) for b in base[:-2]]
@@ -175,6 +180,10 @@ class LayerShape:
 
 def layer_shapes(plan: NetworkPlan, arch: ArchConfig) -> list[LayerShape]:
     """Walk the subnet ``arch`` of ``plan`` layer by layer at resolution ``arch.r``."""
+    if plan.family == "resnet":
+        from search_spaces.resnet_plan import resnet_layer_shapes
+
+        return resnet_layer_shapes(plan, arch)  # type: ignore[arg-type]
     if len(arch.ks) != len(plan.stages):
         raise ValueError(f"arch has {len(arch.ks)} stages, {plan.family} has {len(plan.stages)}")
     layers: list[LayerShape] = []

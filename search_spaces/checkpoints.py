@@ -27,8 +27,8 @@ from ofa_platform.files import atomic_path
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "save_supernet", "load_supernet", "load_ofa_checkpoint",
-           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "ofa_state_dict",
-           "load_weights_only"]
+           "save_ofa_checkpoint", "load_any_checkpoint", "ofa_key", "resnet_ofa_key",
+           "ofa_state_dict", "load_weights_only"]
 
 FORMAT = "ofa-platform-supernet"
 _VERSION = 1
@@ -77,6 +77,43 @@ def ofa_key(key: str) -> str:
     raise KeyError(key)
 
 
+_RESNET_STEM = {"0": "input_stem.0.", "1": "input_stem.1.conv.", "2": "input_stem.2."}
+_RESNET_BLOCK = {"conv1": "conv1", "conv2": "conv2", "conv3": "conv3", "down": "downsample"}
+_RESNET_PART = re.compile(r"(?:stem\.(conv|bn)(\d)|blocks\.(\d+)\.(conv|bn|down_conv|down_bn)"
+                          r"(\d?))\.(.+)$")
+
+
+def resnet_ofa_key(key: str) -> str:
+    """OFA's ``OFAResNets`` name for our ResNet50D state-dict ``key`` (its dynamic layout:
+    ``input_stem.1.conv.conv.conv.weight``, ``blocks.N.conv1.bn.bn.weight``,
+    ``blocks.N.downsample.conv.conv.weight``, ``classifier.linear.linear.weight``)."""
+    if key.startswith("classifier."):
+        return "classifier.linear.linear." + key[len("classifier."):]
+    m = _RESNET_PART.match(key)
+    if not m:
+        raise KeyError(key)
+    stem_kind, stem_i, block, kind, conv_i, rest = m.groups()
+    if stem_kind is not None:
+        prefix, kind = _RESNET_STEM[stem_i], stem_kind
+    else:
+        part = "down" if kind.startswith("down") else f"conv{conv_i}"
+        prefix, kind = f"blocks.{block}.{_RESNET_BLOCK[part]}.", kind.removeprefix("down_")
+    return f"{prefix}{kind}.{kind}.{rest}"
+
+
+def _resnet_static_key(key: str) -> str:
+    """The same weight in OFA's static (``ResNets`` / published) layout, one level less deep:
+    ``...conv.conv.weight`` -> ``...conv.weight``, ``bn.bn.`` -> ``bn.``, ``linear.linear.`` ->
+    ``linear.`` (what ``OFAResNets.load_state_dict`` renames back)."""
+    key = key.replace("linear.linear.", "linear.").replace("bn.bn.", "bn.")
+    return key[: -len("conv.conv.weight")] + "conv.weight" if key.endswith(
+        "conv.conv.weight") else key
+
+
+def _key_fn(net: Supernet) -> Any:
+    return resnet_ofa_key if net.plan.family == "resnet" else ofa_key
+
+
 def _normalise(key: str) -> str:
     """OFA key in the current spelling: no DataParallel prefix, ``conv`` for
     ``mobile_inverted_conv``."""
@@ -86,7 +123,8 @@ def _normalise(key: str) -> str:
 
 def ofa_state_dict(supernet: Supernet) -> dict[str, torch.Tensor]:
     """The supernet's state dict under OFA's names (``conv.`` style, tensors cloned)."""
-    return {ofa_key(k): v.detach().clone() for k, v in supernet.state_dict().items()}
+    key = _key_fn(supernet)
+    return {key(k): v.detach().clone() for k, v in supernet.state_dict().items()}
 
 
 def _atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
@@ -211,14 +249,22 @@ def load_ofa_checkpoint(supernet: Supernet,
         raise UserError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
     state = {_normalise(k): v for k, v in state.items()}
     net_sd = supernet.state_dict()
-    wanted = {ofa_key(k): k for k in net_sd}
+    key_fn = _key_fn(supernet)
+    wanted = {key_fn(k): k for k in net_sd}
+    # ResNet50D files may use OFA's static layout (one level less deep); accept either
+    static_of = ({t: _resnet_static_key(t) for t in wanted}
+                 if supernet.plan.family == "resnet" else {})
+    alias = set(static_of.values())
     named, missing = {}, []
     for theirs, ours in wanted.items():
+        static = static_of.get(theirs)
         if theirs in state:
             named[ours] = (theirs, state[theirs])
+        elif static is not None and static in state:
+            named[ours] = (static, state[static])
         elif not (theirs.endswith("_matrix") or theirs.endswith("num_batches_tracked")):
             missing.append(theirs)
-    extra_keys = [k for k in state if k not in wanted]
+    extra_keys = [k for k in state if k not in wanted and k not in alias]
     foreign_matrices = [k for k in extra_keys if k.endswith("_matrix")]
     extra_keys = [k for k in extra_keys
                   if not k.endswith("_matrix") and not k.endswith("num_batches_tracked")]
@@ -290,7 +336,9 @@ def load_any_checkpoint(path: str | os.PathLike[str], *, space: str | None = Non
         raise UserError(f"checkpoint {path}: an OFA-layout file needs --space")
     if n_classes is None:
         state = data.get("state_dict", data) if isinstance(data, dict) else {}
-        w = state.get("classifier.linear.weight") if isinstance(state, dict) else None
+        w = None
+        if isinstance(state, dict):
+            w = state.get("classifier.linear.weight", state.get("classifier.linear.linear.weight"))
         n_classes = int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 else 1000
     try:
         net = create_supernet(space, width_mult=1.0 if width_mult is None else width_mult,

@@ -6,6 +6,7 @@ resolutions are ImageNet's; a dataset recipe swaps them with ``with_resolutions`
 
 from __future__ import annotations
 
+from search_spaces.resnet_space import ResNetSpace
 from search_spaces.space import SearchSpace, StageChoices
 
 __all__ = ["SPACES", "get_space", "list_spaces", "UnknownSpaceError"]
@@ -28,7 +29,7 @@ def _proxyless(kernels: tuple[int, ...], last_ratios: tuple[int, ...]) -> tuple[
     return elastic + (StageChoices(depths=(1,), kernels=kernels, ratios=last_ratios),)
 
 
-SPACES: dict[str, SearchSpace] = {
+SPACES: dict[str, SearchSpace | ResNetSpace] = {
     s.name: s
     for s in (
         SearchSpace(
@@ -56,11 +57,15 @@ SPACES: dict[str, SearchSpace] = {
             resolutions=_IMAGENET_RES, compound=True, kernel_transform=False,
             description="CompOFA on ProxylessNAS: kernel 3, depth and ratio coupled; the "
                         "one-block last stage has no depth to couple to and keeps ratio 6"),
+        ResNetSpace(
+            name="ofa_resnet50", resolutions=_IMAGENET_RES,
+            description="OFA ResNet50D: elastic depth per stage (and stem), ratio per block, "
+                        "width per stage and stem conv"),
     )
 }
 
 
-def get_space(name: str) -> SearchSpace:
+def get_space(name: str) -> SearchSpace | ResNetSpace:
     try:
         return SPACES[name]
     except KeyError:

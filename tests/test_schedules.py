@@ -110,7 +110,7 @@ def test_parse_minimal_and_defaults() -> None:
 def test_every_wrong_field_is_named() -> None:
     bad = {"space": 3, "colour": "red", "lr_schedule": "step",
            "phases": [{"name": "a", "epochs": "ten", "lr": 1.0, "sampling": "random",
-                       "distillation": "dark", "bogus": 1, "restrict": {"widths": [1]}}]}
+                       "distillation": "dark", "bogus": 1, "restrict": {"channels": [1]}}]}
     with pytest.raises(UserError) as exc:
         parse_schedule(bad, source="schedule x")
     msg = str(exc.value)
@@ -118,7 +118,7 @@ def test_every_wrong_field_is_named() -> None:
     for part in ("colour: unknown key", "space: expected str", "lr_schedule: 'step'",
                  "phases[0].epochs: expected int", "phases[0].sampling: 'random'",
                  "phases[0].distillation: 'dark'", "phases[0].bogus: unknown key",
-                 "phases[0].restrict.widths: unknown key"):
+                 "phases[0].restrict.channels: unknown key"):
         assert part in msg, part
 
 

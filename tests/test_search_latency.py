@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 
 from ofa_platform.errors import UserError
-from ofa_platform.search.cache import JsonMemo
 from ofa_platform.search.genes import GeneCodec
 from ofa_platform.search.latency import (
-    MeasuredLatency,
     build_lut,
     load_lut_dir,
     lut_estimator,
@@ -90,32 +88,3 @@ def test_build_own_table_then_search_with_it(tmp_path: Path) -> None:
     archs = list(space.with_resolutions((128, 132)).enumerate())
     want = macs_estimator(codec, plan).of_archs(archs)
     np.testing.assert_allclose(est.of_archs(archs), want, rtol=1e-9)
-
-
-def _tiny_model(arch):  # noqa: ANN001, ANN202 - a cheap stand-in for supernet.extract
-    import torch
-
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4 * arch.d[0], 3), torch.nn.AdaptiveAvgPool2d(1))
-
-
-def test_measured_latency_memo_persists_and_keys_resolution(tmp_path: Path) -> None:
-    codec = GeneCodec(get_space("compofa_mbv3"), (128, 132))
-    memo_path = tmp_path / "memo.json"
-
-    def make() -> MeasuredLatency:
-        return MeasuredLatency(codec, _tiny_model, model_tag="tiny", memo=JsonMemo(memo_path),
-                               warmup=1, repeats=2, hardware="test-cpu")
-
-    space = codec.space.with_resolutions((128, 132))
-    a128 = space.smallest(128)
-    first = make()
-    v = first.of_archs([a128, a128, a128.replace(r=132)])
-    assert first.measurements == 2  # same arch at another resolution is another measurement
-    assert v[0] == v[1] and v[0] > 0
-    second = make()  # a new process would see the same file
-    assert list(second.of_archs([a128, a128.replace(r=132)])) == [v[0], v[2]]
-    assert second.measurements == 0
-    other_batch = MeasuredLatency(codec, _tiny_model, model_tag="tiny", memo=JsonMemo(memo_path),
-                                  warmup=1, repeats=2, hardware="test-cpu", batch_size=2)
-    other_batch.of_archs([a128])
-    assert other_batch.measurements == 1

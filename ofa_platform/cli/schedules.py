@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _restriction(phase: Phase) -> str:
     r = phase.restrict
-    parts = [f"{k} {list(v)}" for k, v in (("k", r.kernels), ("e", r.ratios), ("d", r.depths))
-             if v is not None]
+    parts = [f"{k} {list(v)}" for k, v in (("k", r.kernels), ("e", r.ratios), ("d", r.depths),
+                                           ("w", r.widths)) if v is not None]
     if r.compound:
         parts.append("compound")
     text = " ".join(parts) or "whole space"

@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             "evaluations": out.evaluations, "run_id": out.run_id,
             "pareto": str(out.pareto_path), "exported": [str(p) for p in out.exported],
             "predictor_metrics": out.predictor_metrics,
+            "latency_noisy_layers": out.noisy_latencies,
             "results": [{**row, "arch": json.loads(row["arch_json"]) if row["arch_json"]
                          else None} for row in out.rows]})))
         return 0
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictor trained on {m['n_train']:.0f} subnets: held-out RMSE "
               f"{100 * m['rmse']:.2f} points, Kendall tau {m['kendall_tau']:.3f} "
               f"({m['n_val']:.0f} subnets)")
+    if out.noisy_latencies:
+        print(f"warning: {out.noisy_latencies} measured layer latencies stayed noisy (the "
+              f"machine was busy); costs may be off")
     print(f"{args.strategy}: {len(out.rows)} targets in {out.search_time_s:.2f} s, "
           f"{out.evaluations} evaluations; table {out.pareto_path}"
           + (f"; MLflow run {out.run_id}" if out.run_id else ""))

@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
               f"{s.cardinality(True):>30,}  {s.description}")
     if args.name:
         s = spaces[0]
-        for i, st in enumerate(s.stages):
+        if hasattr(s, "describe_lines"):  # ResNet50D: stem, stages with widths
+            print("\n".join(s.describe_lines()))
+        for i, st in enumerate(getattr(s, "stages", ())):
             print(f"  stage {i}: depth {list(st.depths)} kernel {list(st.kernels)} "
                   f"ratio {list(st.ratios)}")
         res = s.resolutions

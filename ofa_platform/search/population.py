@@ -26,7 +26,7 @@ from typing import Any
 from ofa_platform.errors import UserError
 from ofa_platform.evaluation import evaluate_top1, recalibrate_bn
 from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
-from search_spaces.arch import ArchConfig
+from search_spaces.arch import ArchConfig, arch_from_dict
 from search_spaces.flops import count_macs_params
 
 __all__ = ["EvalSetup", "ShardEvaluator", "PopulationEvaluator", "shard_size_for",
@@ -137,7 +137,7 @@ class ShardEvaluator:
         return float(evaluate_top1(model, val, self.device))
 
     def evaluate(self, arch_dicts: Sequence[dict[str, Any]]) -> list[float]:
-        return [self.evaluate_one(ArchConfig.from_dict(d)) for d in arch_dicts]
+        return [self.evaluate_one(arch_from_dict(d)) for d in arch_dicts]
 
 
 def _make_trainable() -> Any:
@@ -190,7 +190,7 @@ def _CacheCallback(cache: JsonMemo, shards: list[list[dict[str, Any]]]) -> Any: 
                             result: dict[str, Any], **info: Any) -> None:
             if "accs" not in result:
                 return
-            cache.put_many({ArchConfig.from_dict(d).key: float(a)
+            cache.put_many({arch_from_dict(d).key: float(a)
                             for d, a in zip(shards[int(result["shard"])], result["accs"])})
 
     return CacheCallback()
@@ -321,7 +321,7 @@ class PopulationEvaluator:
                 errors.append(result.error)
                 continue
             for d, acc in zip(shards[index], result.metrics["accs"]):
-                out[ArchConfig.from_dict(d).key] = float(acc)
+                out[arch_from_dict(d).key] = float(acc)
         self.trials_run += len(shards)
         if errors:
             raise RuntimeError(f"{len(errors)} population shard(s) failed after "

@@ -11,6 +11,7 @@ calls it once per generation and torch's per-call overhead would dominate at 100
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -48,6 +49,9 @@ class OneHotEncoding:
     def check(self, codec: GeneCodec) -> None:
         """Every value the codec can produce must have a place in the encoding."""
         space = codec.space
+        if not hasattr(space, "stages"):  # ResNet50D: per-slot kernels do not describe it
+            raise UserError(f"a MobileNet-style predictor (kernels and ratios per slot) does "
+                            f"not fit space {space.name}")
         bad_k = sorted({k for st in space.stages for k in st.kernels} - set(self.kernels))
         bad_e = sorted({e for st in space.stages for e in st.ratios} - set(self.ratios))
         bins = [(r - self.res_base) // self.res_step for r in codec.resolutions]
@@ -90,7 +94,10 @@ def published_encoding() -> OneHotEncoding:
 
 
 def default_encoding(codec: GeneCodec) -> OneHotEncoding:
-    """One place per kernel and ratio of the space and one per searched resolution."""
+    """One place per kernel and ratio of the space and one per searched resolution
+    (ResNet50D: :class:`~ofa_platform.search.resnet_genes.ResNetEncoding`)."""
+    from ofa_platform.search.resnet_genes import ResNetEncoding, ResNetGeneCodec
+
     space = codec.space
     res = codec.resolutions
     step = 1
@@ -98,6 +105,9 @@ def default_encoding(codec: GeneCodec) -> OneHotEncoding:
         step = 0
         for a, b in zip(res, res[1:]):
             step = math.gcd(step, b - a)
+    if isinstance(codec, ResNetGeneCodec):
+        return ResNetEncoding(ratios=tuple(space.ratios), res_base=min(res),  # type: ignore
+                              res_step=step, res_bins=(max(res) - min(res)) // step + 1)
     return OneHotEncoding(
         kernels=tuple(sorted({k for st in space.stages for k in st.kernels})),
         ratios=tuple(sorted({e for st in space.stages for e in st.ratios})),
@@ -109,11 +119,12 @@ class AccuracyPredictor:
 
     def __init__(self, state_dict: dict[str, Any], encoding: OneHotEncoding) -> None:
         self.encoding = encoding
-        self.state_dict = {k: v.detach().cpu().float() if hasattr(v, "detach") else v
-                           for k, v in state_dict.items()}
+        self.state_dict = {k: _as_numpy(v) for k, v in state_dict.items()}
         idx = sorted({int(k.split(".")[0]) for k in self.state_dict if k.endswith(".weight")})
-        self.layers = [(self.state_dict[f"{i}.weight"].t().contiguous(),
+        self.layers = [(np.ascontiguousarray(self.state_dict[f"{i}.weight"].T),
                         self.state_dict[f"{i}.bias"]) for i in idx]
+        if any(w.ndim != 2 or b.shape != (w.shape[1],) for w, b in self.layers):
+            raise ValueError("not an MLP of Linear layers")
         self.n_inputs = int(self.layers[0][0].shape[0])
 
     def check(self, codec: GeneCodec, source: str = "the predictor") -> None:
@@ -124,17 +135,16 @@ class AccuracyPredictor:
                             f"{codec.space.name} encodes to {want}")
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
-        """Run the MLP on features; small batches are fastest on one thread (see
-        :func:`single_thread`), which the search holds around its loop."""
-        import torch
-
-        with torch.inference_mode():
-            h = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            for i, (w, b) in enumerate(self.layers):
-                h = torch.addmm(b, h, w)
-                if i < len(self.layers) - 1:
-                    h = torch.relu_(h)
-            return h[:, 0].double().numpy()
+        """Run the MLP on features in numpy (float32, as the weights): the search calls it once
+        per generation, and neither torch's import nor its per-call overhead pays off."""
+        h = np.ascontiguousarray(x, dtype=np.float32)
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w
+            h += b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        return h[:, 0].astype(np.float64)
 
     def __call__(self, codec: GeneCodec, genes: np.ndarray) -> np.ndarray:
         """Predicted top-1 (fraction) of every gene row."""
@@ -148,7 +158,9 @@ class AccuracyPredictor:
         import torch
 
         payload = {"format": PREDICTOR_FORMAT, "encoding": asdict(self.encoding),
-                   "state_dict": self.state_dict, "metrics": dict(metrics or {})}
+                   "state_dict": {k: torch.from_numpy(np.array(v))
+                                  for k, v in self.state_dict.items()},
+                   "metrics": dict(metrics or {})}
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
         return path
@@ -156,34 +168,61 @@ class AccuracyPredictor:
 
 @contextmanager
 def single_thread() -> Iterator[None]:
-    """Torch on one thread while the search runs: a 100-row MLP call is tiny, and on a busy
-    2-core machine two threads spinning on it were measured 10x slower than one."""
-    import torch
+    """One BLAS thread (numpy's, and torch's when a command has imported torch) while the
+    search runs: a 100-row MLP call is tiny, and on a busy 2-core machine two threads spinning
+    on it were measured 10x slower than one. Torch is not imported here for the purpose."""
+    from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
     finally:
-        torch.set_num_threads(before)
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
+
+
+def _as_numpy(value: Any) -> Any:
+    """A torch tensor's values as a float32 numpy array (numpy arrays pass through)."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().float().numpy()
+    return np.asarray(value, dtype=np.float32) if isinstance(value, np.ndarray) else value
+
+
+def _read_predictor_file(path: Path) -> Any:
+    """The file's object with tensors as numpy arrays: read without torch when the file is a
+    plain container of tensors (the published predictor and ours are), else ``torch.load``."""
+    from ofa_platform.search.tensorfile import UnsupportedFile, read_tensor_file
+
+    try:
+        return read_tensor_file(path)
+    except UnsupportedFile:
+        pass
+    try:
+        from search_spaces.checkpoints import load_weights_only
+
+        return load_weights_only(path)  # torch's pickle warnings would precede the one line
+    except Exception as exc:  # a corrupt or foreign file: one line for the user
+        raise UserError(f"predictor {path} cannot be read ({type(exc).__name__})") from None
 
 
 def load_predictor(path: str | Path, codec: GeneCodec) -> AccuracyPredictor:
     """Load OFA's published predictor (a bare state dict: published encoding) or one of ours,
     and check that it fits ``codec``'s space (a wrong input size is a :class:`UserError`)."""
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"predictor {path} does not exist")
-    try:
-        from search_spaces.checkpoints import load_weights_only
-
-        data = load_weights_only(path)  # torch's pickle warnings would precede the one line
-    except Exception as exc:  # a corrupt or foreign file: one line for the user
-        raise UserError(f"predictor {path} cannot be read ({type(exc).__name__})") from None
+    data = _read_predictor_file(path)
     if isinstance(data, dict) and data.get("format") == PREDICTOR_FORMAT:
-        encoding = OneHotEncoding(**{k: (tuple(v) if isinstance(v, list) else v)
-                                     for k, v in data["encoding"].items()})
+        from ofa_platform.search.resnet_genes import ResNetEncoding
+
+        fields = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in data["encoding"].items()}
+        kind = ResNetEncoding if fields.get("kind") == "resnet" else OneHotEncoding
+        encoding = kind(**fields)
         state = data["state_dict"]
     elif isinstance(data, dict) and "0.weight" in data:
         encoding, state = published_encoding(), data
@@ -191,7 +230,7 @@ def load_predictor(path: str | Path, codec: GeneCodec) -> AccuracyPredictor:
         raise UserError(f"predictor {path} is neither OFA's MLP state dict nor ours")
     try:
         pred = AccuracyPredictor(state, encoding)
-    except (KeyError, IndexError, ValueError):
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         raise UserError(f"predictor {path}: unexpected MLP layout") from None
     pred.check(codec, f"predictor {path}")
     return pred
@@ -251,8 +290,7 @@ def train_predictor(codec: GeneCodec, archs: Sequence[ArchConfig], accuracies: S
             opt.zero_grad()
             loss.backward()
             opt.step()
-    pred = AccuracyPredictor({k: v.detach().clone() for k, v in model.state_dict().items()},
-                             encoding)
+    pred = AccuracyPredictor(dict(model.state_dict()), encoding)
     p_val = pred.predict_features(x_all[val])
     rmse = float(np.sqrt(np.mean((p_val - y_all[val]) ** 2)))
     return pred, {"rmse": rmse, "kendall_tau": kendall_tau(p_val, y_all[val]),

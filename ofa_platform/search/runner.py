@@ -20,6 +20,7 @@ import numpy as np
 from ofa_platform.errors import UserError
 from ofa_platform.search.evolution import EvolutionConfig, Fitness, SearchResult
 from ofa_platform.search.genes import GeneCodec
+from ofa_platform.search.resnet_genes import ResNetGeneCodec, make_codec, resnet_macs_estimator
 from search_spaces.arch import ArchConfig
 from search_spaces.blueprint import NetworkPlan, network_plan
 from search_spaces.space import SearchSpace, parse_resolutions
@@ -66,6 +67,7 @@ class SearchRequest:
     log_models: bool = False
     measure_warmup: int = 5
     measure_repeats: int = 20
+    measure_threads: int | None = None  # None: 1 on a small machine (latency.default_threads)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class SearchOutcome:
     estimator: str
     predictor_metrics: dict[str, float]
     measurements: int = 0
+    noisy_latencies: int = 0  # measured layers whose timing stayed noisy (machine busy)
 
 
 def parse_targets(text: str | Sequence[float]) -> tuple[float, ...]:
@@ -164,7 +167,12 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
 
     spec = req.latency
     if spec == "macs":
+        if isinstance(codec, ResNetGeneCodec):  # not additive per slot: its own tables
+            return resnet_macs_estimator(codec, plan)  # type: ignore[arg-type]
         return latency.macs_estimator(codec, plan)
+    if spec.startswith("lut:") and isinstance(codec, ResNetGeneCodec):
+        raise UserError(f"--latency {spec}: OFA's lookup tables describe MobileNet layers; "
+                        f"space {codec.space.name} takes macs or measured:cpu|cuda")
     if spec.startswith("lut:"):
         return latency.lut_estimator(codec, plan, spec[4:])
     if spec in ("measured:cpu", "measured:cuda"):
@@ -175,12 +183,16 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
             if not torch.cuda.is_available():
                 raise UserError("--latency measured:cuda: no CUDA device on this machine")
         batch = req.batch_size or (64 if device == "cuda" else 1)
-        supernet = model_source()
-        memo = latency.JsonMemo(Path(req.cache_dir) / "latency_memo.json")
-        tag = f"{plan.family}-w{plan.width_mult:g}-c{plan.n_classes}-s{int(plan.small_input)}"
-        return latency.MeasuredLatency(codec, supernet.extract, model_tag=tag, memo=memo,
-                                       device=device, batch_size=batch,
-                                       warmup=req.measure_warmup, repeats=req.measure_repeats)
+        memo = latency.LatencyMemo(Path(req.cache_dir) / "latency_layers.json")
+        policy = latency.MeasurePolicy(warmup=req.measure_warmup, repeats=req.measure_repeats,
+                                       threads=req.measure_threads)
+        if isinstance(codec, ResNetGeneCodec):  # widths: not additive per slot, whole subnets
+            tag = f"resnet-w{getattr(plan, 'width_mult', 1):g}-c{getattr(plan, 'n_classes', 0)}"
+            return latency.MeasuredSubnetLatency(codec, model_source().extract, model_tag=tag,
+                                                 memo=memo, device=device, batch_size=batch,
+                                                 policy=policy)
+        return latency.MeasuredLatency(codec, plan, memo=memo, device=device, batch_size=batch,
+                                       policy=policy)
     raise UserError(f"--latency {spec!r}: expected {LATENCY_CHOICES}")
 
 
@@ -211,8 +223,11 @@ def prepare(req: SearchRequest) -> Prepared:
             req.method = extra["method"]  # the training schedule: training + search cost
         plan = supernet.plan
     else:
-        plan = network_plan(space.family, req.width_mult)
-    codec = GeneCodec(space, resolutions)
+        try:
+            plan = network_plan(space.family, req.width_mult)
+        except ValueError as exc:  # e.g. a width multiplier ResNet50D does not have
+            raise UserError(f"--width-mult: {exc}") from None
+    codec = make_codec(space, resolutions)
 
     def model_source() -> Any:
         if supernet is not None:
@@ -328,7 +343,8 @@ def execute(prepared: Prepared) -> SearchOutcome:
                          exported=exported, unit=fitness.unit,
                          estimator=prepared.estimator_name,
                          predictor_metrics=prepared.predictor_metrics,
-                         measurements=int(getattr(fitness.efficiency, "measurements", 0)))
+                         measurements=int(getattr(fitness.efficiency, "measurements", 0)),
+                         noisy_latencies=int(getattr(fitness.efficiency, "noisy", 0)))
 
 
 def _meter(req: SearchRequest) -> Any:
@@ -386,6 +402,9 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                    "feasible_targets": float(sum(r.feasible for r in results))}
         metrics.update({f"predictor_{k}": v for k, v in prepared.predictor_metrics.items()
                         if v == v})
+        metrics.update(_latency_metrics(prepared.fitness.efficiency))
+        if "latency_noisy_layers" in metrics:
+            mlflow.set_tag("ofa.latency_noisy", str(metrics["latency_noisy_layers"] > 0).lower())
         evaluator = getattr(prepared, "evaluator", None)
         if evaluator is not None:
             rows = evaluator.trial_rows
@@ -405,6 +424,17 @@ def _log_run(prepared: Prepared, results: list[SearchResult], search_time: float
                        calib_images=req.calib_images, calib_batch=req.calib_batch,
                        hardware=prepared.estimator_name)
         return run.info.run_id
+
+
+def _latency_metrics(estimator: Any) -> dict[str, float]:
+    """Measured latency: layers measured, seconds spent, and how many stayed noisy."""
+    from ofa_platform.search.latency import MeasuredLatency, MeasuredSubnetLatency
+
+    if not isinstance(estimator, (MeasuredLatency, MeasuredSubnetLatency)):
+        return {}
+    return {"latency_layers_measured": float(estimator.measurements),
+            "latency_measure_s": estimator.measured_s,
+            "latency_noisy_layers": float(estimator.noisy)}
 
 
 def run_search(req: SearchRequest) -> SearchOutcome:

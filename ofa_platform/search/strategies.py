@@ -32,6 +32,7 @@ from ofa_platform.search.evolution import (
     Fitness,
     SearchResult,
     evolve,
+    evolve_many,
     infeasible_result,
 )
 
@@ -62,8 +63,8 @@ def run_strategy(strategy: str, fitness: Fitness, targets: Sequence[float], *, s
     if strategy == "vanilla":
         if workers > 1 and len(targets) > 1 and _cheap(fitness):
             return _vanilla_ray(fitness, targets, seed, config, workers)
-        return [evolve(fitness, t, seed=_rng(seed, i), config=config)
-                for i, t in enumerate(targets)]
+        return evolve_many(fitness, targets, seeds=[_rng(seed, i) for i in range(len(targets))],
+                           config=config)
     short = max(1, int(round(math.sqrt(config.generations))))
     descending = strategy == "top-down"
     order = sorted(range(len(targets)), key=lambda i: targets[i], reverse=descending)

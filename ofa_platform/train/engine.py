@@ -81,7 +81,10 @@ class EngineConfig:
 # --------------------------------------------------------------------------- pure helpers
 def middle_arch(space: SearchSpace, r: int | None = None) -> ArchConfig:
     """The 'middle' subnet: per stage the middle depth, kernel and ratio (ratio coupled to the
-    depth in compound spaces); middle resolution unless ``r`` is given."""
+    depth in compound spaces); middle resolution unless ``r`` is given. A space that knows
+    its own middle (ResNet50D: depth, ratio and width) is asked for it."""
+    if hasattr(space, "middle"):
+        return space.middle(r)
     ks, es = [], []
     for s in space.stages:
         d = s.depths[len(s.depths) // 2]

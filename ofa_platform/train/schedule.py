@@ -36,6 +36,8 @@ YAML layout (all keys optional unless marked)::
         subnets_per_step: 1
         sampling: uniform          # uniform | compound | sandwich | max
         restrict: {kernels: [3, 5, 7], ratios: [6], depths: [4], compound: false}
+                                   # ResNet50D: ratios 0.2/0.25/0.35, depths are its extra
+                                   # depths 0/1/2, and widths: [0.65, 0.8, 1.0]
         distillation: teacher      # none | teacher | inplace
         teacher_phase: teacher     # teacher mode: whose final weights teach (default: 1st)
         sort_channels: false       # sort channels by importance when the phase starts
@@ -82,18 +84,25 @@ class Restriction:
     Stages whose choice is fixed in the space keep it (see ``SearchSpace.restrict``), so a
     teacher restriction ``kernels [7], ratios [6], depths [4]`` also suits CompOFA's space
     with fixed kernels. ``compound`` couples each stage's ratio to its depth (CompOFA).
+    ``widths`` (width multipliers) only applies to spaces with elastic width (ResNet50D).
     """
 
     kernels: tuple[int, ...] | None = None
-    ratios: tuple[int, ...] | None = None
+    ratios: tuple[float, ...] | None = None
     depths: tuple[int, ...] | None = None
     compound: bool | None = None
+    widths: tuple[float, ...] | None = None
 
     def apply(self, space: SearchSpace) -> SearchSpace:
         """The restricted space; an empty intersection with the space is a ``UserError``."""
+        extra: dict[str, Any] = {}
+        if self.widths is not None:
+            if space.family != "resnet":
+                raise UserError(f"restrict.widths: space {space.name} has no elastic width")
+            extra["widths"] = self.widths
         try:
             return space.restrict(kernels=self.kernels, ratios=self.ratios, depths=self.depths,
-                                  compound=self.compound)
+                                  compound=self.compound, **extra)
         except ValueError as exc:
             raise UserError(str(exc)) from None
 
@@ -262,7 +271,7 @@ _OPT_KEYS = {"type", "momentum", "nesterov", "weight_decay", "no_decay_bn_bias"}
 _PHASE_KEYS = {"name", "epochs", "warmup_epochs", "lr", "subnets_per_step", "sampling",
                "restrict", "distillation", "teacher_phase", "sort_channels", "init",
                "beta_ramp_epochs"}
-_RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound"}
+_RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound", "widths"}
 
 
 class _Reader:
@@ -303,13 +312,30 @@ class _Reader:
             return default
         return float(v) if kind == "float" else v
 
-    def int_list(self, data: Mapping[str, Any], key: str, where: str) -> tuple[int, ...] | None:
+    def int_list(self, data: Mapping[str, Any], key: str, where: str,
+                 minimum: int = 1) -> tuple[int, ...] | None:
         if key not in data or data[key] is None:
             return None
         v = data[key]
         if (not isinstance(v, list) or not v
-                or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in v)):
-            self.errors.append(f"{where}{key}: expected a non-empty list of positive integers, "
+                or any(isinstance(x, bool) or not isinstance(x, int) or x < minimum for x in v)):
+            what = "positive" if minimum == 1 else f"integers >= {minimum}"
+            self.errors.append(f"{where}{key}: expected a non-empty list of {what}"
+                               f"{' integers' if minimum == 1 else ''}, got {v!r}")
+            return None
+        return tuple(sorted(set(v)))
+
+    def number_list(self, data: Mapping[str, Any], key: str,
+                    where: str) -> tuple[float, ...] | None:
+        """Positive numbers (ResNet50D's ratios and widths are fractions); integers stay
+        integers so MobileNet ratios read as before."""
+        if key not in data or data[key] is None:
+            return None
+        v = data[key]
+        if (not isinstance(v, list) or not v
+                or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                       or not math.isfinite(x) or x <= 0 for x in v)):
+            self.errors.append(f"{where}{key}: expected a non-empty list of positive numbers, "
                                f"got {v!r}")
             return None
         return tuple(sorted(set(v)))
@@ -334,9 +360,10 @@ def _parse_phase(r: _Reader, data: Any, i: int, default_init: str) -> Phase | No
     r.unknown(rd, _RESTRICT_KEYS, f"{where}restrict.")
     restriction = Restriction(
         kernels=r.int_list(rd, "kernels", f"{where}restrict."),
-        ratios=r.int_list(rd, "ratios", f"{where}restrict."),
-        depths=r.int_list(rd, "depths", f"{where}restrict."),
+        ratios=r.number_list(rd, "ratios", f"{where}restrict."),
+        depths=r.int_list(rd, "depths", f"{where}restrict.", minimum=0),  # ResNet50D: 0 extra
         compound=r.get(rd, "compound", "bool", f"{where}restrict."),
+        widths=r.number_list(rd, "widths", f"{where}restrict."),
     )
     name = r.get(data, "name", "str", where, required=True)
     epochs = r.get(data, "epochs", "int", where, required=True, positive=True)

@@ -8,12 +8,14 @@ widths are fixed per slot in every space, so only the middle width moves.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from search_spaces.blueprint import middle_channels, se_channels
 from search_spaces.ops.activations import activation_fn, make_activation
-from search_spaces.ops.batchnorm import DynamicBatchNorm2d, copy_batchnorm
+from search_spaces.ops.batchnorm import DynamicBatchNorm2d
 from search_spaces.ops.depthwise import DynamicDepthwiseConv2d, depthwise_conv2d
 from search_spaces.ops.pointwise import DynamicPointwiseConv2d, pointwise_conv2d
 from search_spaces.ops.se import DynamicSE, SqueezeExcite
@@ -24,26 +26,49 @@ __all__ = ["MBConv", "DynamicMBConv"]
 class MBConv(nn.Module):
     """Static inverted-residual block; ``mid_ch == 0`` means no expansion layer.
 
-    ``init=False`` leaves the convolution weights empty (extraction copies them in)."""
+    ``init=False`` leaves the convolution weights empty (extraction copies them in). The same
+    class serves every use: the supernet's fixed first block, every block
+    :meth:`DynamicMBConv.extract` produces (:meth:`assemble` from the ops' own extracts), and
+    the module a latency table times for a layer (``search_spaces.ops.static``)."""
 
     def __init__(self, in_ch: int, out_ch: int, mid_ch: int, kernel: int, stride: int, act: str,
                  se: bool, shortcut: bool, bn_eps: float = 1e-5, bn_momentum: float = 0.1,
                  device: torch.device | str | None = None, init: bool = True) -> None:
         super().__init__()
         dw_ch = mid_ch or in_ch
+        expand = None
         if mid_ch:
-            self.expand_conv: nn.Module = pointwise_conv2d(in_ch, mid_ch, device=device, init=init)
-            self.expand_bn: nn.Module = nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum, device=device)
+            expand = (pointwise_conv2d(in_ch, mid_ch, device=device, init=init),
+                      nn.BatchNorm2d(mid_ch, bn_eps, bn_momentum, device=device))
+        self._set_parts(
+            expand, depthwise_conv2d(dw_ch, kernel, stride, device, init),
+            nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum, device=device),
+            SqueezeExcite(dw_ch, se_channels(dw_ch), device, init) if se else None,
+            pointwise_conv2d(dw_ch, out_ch, device=device, init=init),
+            nn.BatchNorm2d(out_ch, bn_eps, bn_momentum, device=device), act, shortcut)
+
+    @classmethod
+    def assemble(cls, expand: tuple[nn.Module, nn.Module] | None, dw_conv: nn.Module,
+                 dw_bn: nn.Module, se: nn.Module | None, project_conv: nn.Module,
+                 project_bn: nn.Module, act: str, shortcut: bool) -> MBConv:
+        """A block from ready parts (the extracted ops of a :class:`DynamicMBConv`)."""
+        block = cls.__new__(cls)
+        nn.Module.__init__(block)
+        block._set_parts(expand, dw_conv, dw_bn, se, project_conv, project_bn, act, shortcut)
+        return block
+
+    def _set_parts(self, expand: tuple[nn.Module, nn.Module] | None, dw_conv: nn.Module,
+                   dw_bn: nn.Module, se: nn.Module | None, project_conv: nn.Module,
+                   project_bn: nn.Module, act: str, shortcut: bool) -> None:
+        if expand is not None:
+            self.expand_conv, self.expand_bn = expand
             self.expand_act: nn.Module = make_activation(act)
         else:
             self.expand_conv = self.expand_bn = self.expand_act = nn.Identity()
-        self.dw_conv = depthwise_conv2d(dw_ch, kernel, stride, device, init)
-        self.dw_bn = nn.BatchNorm2d(dw_ch, bn_eps, bn_momentum, device=device)
+        self.dw_conv, self.dw_bn = dw_conv, dw_bn
         self.dw_act = make_activation(act)
-        self.se: nn.Module = (SqueezeExcite(dw_ch, se_channels(dw_ch), device, init) if se
-                              else nn.Identity())
-        self.project_conv = pointwise_conv2d(dw_ch, out_ch, device=device, init=init)
-        self.project_bn = nn.BatchNorm2d(out_ch, bn_eps, bn_momentum, device=device)
+        self.se: nn.Module = se if se is not None else nn.Identity()
+        self.project_conv, self.project_bn = project_conv, project_bn
         self.shortcut = shortcut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,21 +125,16 @@ class DynamicMBConv(nn.Module):
 
     @torch.no_grad()
     def extract(self) -> MBConv:
-        """A static :class:`MBConv` with copies of the active weights and statistics."""
+        """A static :class:`MBConv` of the active choice, composed of each op's own
+        ``extract()`` (copies of the active weights and statistics)."""
         mid, k = self.active_mid, self.active_kernel
-        dev = self.expand_conv.weight.device
-        block = MBConv(self.in_ch, self.out_ch, mid, k, self.stride, self.act, self.use_se,
-                       self.shortcut, self.project_bn.eps, self.project_bn.momentum, dev,
-                       init=False)
-        block.expand_conv.weight.copy_(self.expand_conv.active_weight(self.in_ch, mid))
-        copy_batchnorm(self.expand_bn, block.expand_bn, mid)
-        block.dw_conv.weight.copy_(self.dw_conv.active_weight(mid, k))
-        copy_batchnorm(self.dw_bn, block.dw_bn, mid)
-        if self.se is not None:
-            self.se.copy_into(block.se, mid)
-        block.project_conv.weight.copy_(self.project_conv.active_weight(mid, self.out_ch))
-        copy_batchnorm(self.project_bn, block.project_bn, self.out_ch)
-        return block
+        project_bn = self.project_bn.extract(self.out_ch) if isinstance(
+            self.project_bn, DynamicBatchNorm2d) else copy.deepcopy(self.project_bn)
+        return MBConv.assemble(
+            (self.expand_conv.extract(self.in_ch, mid), self.expand_bn.extract(mid)),
+            self.dw_conv.extract(mid, k), self.dw_bn.extract(mid),
+            self.se.extract(mid) if self.se is not None else None,
+            self.project_conv.extract(mid, self.out_ch), project_bn, self.act, self.shortcut)
 
     @torch.no_grad()
     def sort_channels(self) -> torch.Tensor:
