@@ -95,8 +95,8 @@ def log_models(rows: Sequence[Mapping[str, Any]], supernet: Any, *, data: str,
         with torch.no_grad():
             out = model(torch.from_numpy(example)).numpy()
         signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, arch.r, arch.r), "image")]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1]), "logits")]))
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, arch.r, arch.r))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1]))]))
         tags = {"ofa.arch": arch.to_json(), "ofa.target": f"{float(row['target']):g}",
                 "ofa.unit": str(row.get("unit", "")), "ofa.cost": f"{float(row['cost']):.6g}",
                 "ofa.hardware": hardware, "ofa.macs": str(int(row.get("macs", 0))),
