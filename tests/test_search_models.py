@@ -96,7 +96,7 @@ def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  #
         assert np.allclose(np.asarray(got), want, atol=1e-4)
         pyfunc = mlflow.pyfunc.load_model(uri)
         assert np.allclose(np.asarray(pyfunc.predict(x)), want, atol=1e-4)
-        assert pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [
+        assert list(pyfunc.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [
             -1, 3, arch.r, arch.r]
 
 
