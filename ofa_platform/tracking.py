@@ -13,11 +13,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["COST_METRICS", "resolve_tracking_uri", "tracked_run", "log_cost", "cost_metrics",
-           "artifact_root", "ensure_experiment"]
+__all__ = ["BOOKKEEPING", "COST_METRICS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
+           "artifact_root", "cost_metrics", "ensure_experiment", "experiment_url", "log_cost",
+           "mark_model_training", "resolve_tracking_uri", "split_bookkeeping", "tracked_run"]
 
 #: The cost metric names of the MLflow schema (docs/architecture.md), in report order.
 COST_METRICS = ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")
+
+#: MLflow 3's experiment kind: its UI opens a ``genai_development`` experiment (the default for
+#: an untagged one) on the GenAI overview and a ``custom_model_development`` one on the runs
+#: table. The platform trains models, so every experiment it creates says so.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+#: Per-epoch values that identify rather than measure (a digest of the sampled subnets, the
+#: epoch a restarted job resumed from): MLflow tags ``ofa.<name>``, not metrics plotted beside
+#: accuracy.
+BOOKKEEPING = ("arch_digest", "resumed_from")
 
 _PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -92,11 +104,14 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
     if not nested:
-        ensure_experiment(experiment, uri)
+        mark_model_training(ensure_experiment(experiment, uri))
         mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags))
     status = "FAILED"
     try:
+        params = dict(params or {})
+        if "ofa.hardware" in tags:  # a param too: the compare view lists params, not tags
+            params.setdefault("hardware", tags["ofa.hardware"])
         if params:
             mlflow.log_params({k: _param_value(v) for k, v in params.items()})
         yield run
@@ -106,6 +121,47 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
         raise
     finally:
         mlflow.end_run(status=status)
+
+
+def mark_model_training(experiment_id: str, client: Any = None) -> None:
+    """Tag an experiment as model training (``EXPERIMENT_KIND``) unless it already has a kind:
+    a user who set one keeps it."""
+    from mlflow.tracking import MlflowClient
+
+    client = client or MlflowClient()
+    exp = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in (exp.tags or {}):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def experiment_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI.
+
+    MLflow 3.17's UI keeps a global GenAI / Model training switch (GenAI by default) and opens
+    every experiment on the GenAI overview until the user flips it; ``workflowType`` in the
+    link flips it (and the UI remembers), so the link opens on the runs.
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def split_bookkeeping(values: Mapping[str, float], resumes: list[int]
+                      ) -> tuple[dict[str, float], dict[str, str]]:
+    """Split one epoch's report into metrics and ``ofa.*`` tags (``BOOKKEEPING``).
+
+    ``ofa.arch_digest`` is the epoch's digest in hex (the last epoch's stays on the run);
+    ``ofa.resumed_from`` lists every epoch the job resumed from, comma-separated, and is
+    absent while it never resumed. ``resumes`` is the caller's running list (updated here).
+    """
+    metrics = {k: v for k, v in values.items() if k not in BOOKKEEPING}
+    tags: dict[str, str] = {}
+    if "arch_digest" in values:
+        tags["ofa.arch_digest"] = f"{int(values['arch_digest']):012x}"
+    resumed = int(values.get("resumed_from", -1))
+    if resumed >= 0 and resumed not in resumes:
+        resumes.append(resumed)
+    if resumes:
+        tags["ofa.resumed_from"] = ",".join(str(e) for e in sorted(resumes))
+    return metrics, tags
 
 
 def _param_value(value: Any) -> Any:

@@ -27,16 +27,34 @@ TRAIN = {
 }
 SEARCH_S_PER_TARGET = {"ofa": [3.0, 5.0], "compofa": [2.0], "deps": [1.0, 1.0]}
 HARDWARE = ["note10", "cpu"]
+# Measured subnets per method: MMACs on a 10-MMAC grid over each space's range, accuracy
+# OFFSET + MMACs / 2000 (every sample on the front), so the shared range is 150-450 MMACs,
+# the grid 150, 200, ..., 450 and the headline points 150, 300, 450.
+MAC_RANGE = {"ofa": (120, 560), "compofa": (130, 450), "deps": (150, 560)}
+OFFSET = {"ofa": 0.50, "compofa": 0.52, "deps": 0.51}
+MS_PER_MMAC = {"note10": 1 / 20, "cpu": 1 / 50}
+CARDINALITY = {"ofa": 2.0e19, "compofa": 243, "deps": 2.0e19}
+# CompOFA starts from OFA's teacher phase (a shared teacher)
+SHARED = ("compofa", "ofa", "teacher")
 
 
-def _train_run(client, exp_id: str, method: str) -> str:
+def phase_cost(method: str, upto: str) -> dict[str, float]:
+    """The cost of ``method``'s phases up to ``upto``: each phase's share of the epochs."""
+    phases, dh, dollars, kwh, co2, *_ = TRAIN[method]
+    end = next(e for name, _, e in phases if name == upto)
+    frac = end / phases[-1][2]
+    return {"device_hours": dh * frac, "dollars": dollars * frac, "energy_kwh": kwh * frac,
+            "co2_kg": co2 * frac}
+
+
+def _train_run(client, exp_id: str, method: str, tags: dict[str, str] | None = None) -> str:
     from mlflow.entities import Metric, Param
 
     phases, dh, dollars, kwh, co2, acc_s, acc_l = TRAIN[method]
     total = phases[-1][2]
     run = client.create_run(exp_id, run_name=f"train-{method}", tags={
-        "ofa.kind": "train", "ofa.method": method, "ofa.space": "ofa_mbv3",
-        "ofa.dataset": "synthetic", "ofa.hardware": "cpu"})
+        "ofa.kind": "train", "ofa.method": method, "ofa.space": f"{method}_mbv3",
+        "ofa.dataset": "synthetic", "ofa.hardware": "cpu", **(tags or {})})
     rid = run.info.run_id
     for index, (name, start, end) in enumerate(phases):
         child = client.create_run(exp_id, run_name=f"{method}-{name}", tags={
@@ -44,7 +62,10 @@ def _train_run(client, exp_id: str, method: str) -> str:
             "ofa.method": method})
         client.log_batch(child.info.run_id, params=[
             Param("phase_index", str(index)), Param("start_epoch", str(start)),
-            Param("end_epoch", str(end))])
+            Param("end_epoch", str(end))], metrics=[
+            Metric(k, v * (end - start) / total, 0, 0) for k, v in (
+                ("device_hours", dh), ("dollars", dollars), ("energy_kwh", kwh),
+                ("co2_kg", co2))])
         client.set_terminated(child.info.run_id, "FINISHED")
     metrics = []
     for epoch in range(total):
@@ -66,12 +87,16 @@ def _train_run(client, exp_id: str, method: str) -> str:
 
 def _search_run(client, exp_id: str, method: str, hardware: str, per_target: float,
                 train_id: str, tmp: Path, rng: random.Random) -> str:
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
 
     run = client.create_run(exp_id, run_name=f"search-{method}-{hardware}", tags={
-        "ofa.kind": "search", "ofa.method": method, "ofa.space": "ofa_mbv3",
+        "ofa.kind": "search", "ofa.method": method, "ofa.space": f"{method}_mbv3",
         "ofa.hardware": hardware, "ofa.strategy": "top-down", "ofa.train_run_id": train_id})
     rid = run.info.run_id
+    lo, hi = MAC_RANGE[method]
+    client.log_batch(rid, params=[Param("space_cardinality", f"{CARDINALITY[method]:.0f}"),
+                                  Param("space_macs_min", str(lo * 10**6)),
+                                  Param("space_macs_max", str(hi * 10**6))])
     targets = [15.0, 25.0, 35.0]
     client.log_batch(rid, metrics=[
         Metric("search_time_s", per_target * len(targets), 0, 0),
@@ -91,6 +116,17 @@ def _search_run(client, exp_id: str, method: str, hardware: str, per_target: flo
     pd.DataFrame({"cost": lat, "accuracy": [0.5 + x / 200 + rng.uniform(-.02, .02)
                                                   for x in lat]}).to_parquet(
         out / "population.parquet")
+    mmacs = list(range(lo, hi + 1, 10))
+    subnets = pd.DataFrame({
+        "source": "sample", "arch_json": [f'{{"m":{m}}}' for m in mmacs],
+        "macs": [m * 10**6 for m in mmacs], "params": 0,
+        "cost": [m * MS_PER_MMAC[hardware] for m in mmacs], "unit": "ms",
+        "measured_accuracy": [OFFSET[method] + m / 2000 for m in mmacs], "target": math.nan})
+    # a dominated subnet: measured, but not on the front
+    subnets.loc[len(subnets)] = ["sample", "{}", 400 * 10**6, 0, 400 * MS_PER_MMAC[hardware],
+                                 "ms", 0.1, math.nan]
+    subnets.to_parquet(out / "subnets.parquet")
+    client.log_artifact(rid, str(out / "subnets.parquet"))
     client.log_artifact(rid, str(out / "pareto.parquet"))
     client.log_artifact(rid, str(out / "population.parquet"))
     client.set_terminated(rid, "FINISHED")
@@ -108,7 +144,10 @@ def make_experiment(uri: str, tmp: Path, name: str = EXPERIMENT) -> dict[str, st
     staging = tmp / "staging"
     staging.mkdir(exist_ok=True)
     for method in TRAIN:
-        ids[method] = _train_run(client, exp_id, method)
+        tags = None
+        if method == SHARED[0]:
+            tags = {"ofa.init_from_run_id": ids[SHARED[1]], "ofa.init_from_phase": SHARED[2]}
+        ids[method] = _train_run(client, exp_id, method, tags)
         for hw, per_target in zip(HARDWARE, SEARCH_S_PER_TARGET[method]):
             _search_run(client, exp_id, method, hw, per_target, ids[method], staging, rng)
     # Noise the table must ignore: a FAILED training run and an unrelated run.
@@ -247,3 +286,103 @@ def test_missing_sqlite_store_is_not_created(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no MLflow store"):
         load_runs("x", f"sqlite:///{db}")
     assert not db.exists()
+
+
+def test_accuracy_at_equal_macs_and_spaces(mlflow_uri: str, store: dict[str, str]) -> None:
+    from dashboards.compare import comparison_table, format_table
+
+    table = comparison_table(EXPERIMENT, mlflow_uri)
+    assert table.attrs["macs_shared"] == (150.0, 450.0)   # where every method has subnets
+    assert [c for c in table.columns if c.startswith("acc@")] == [
+        "acc@150MMACs", "acc@300MMACs", "acc@450MMACs"]
+    for method in TRAIN:
+        row = table.loc[method]
+        for x in (150, 300, 450):   # the dominated subnet at 400 MMACs changes nothing
+            assert row[f"acc@{x}MMACs"] == pytest.approx(OFFSET[method] + x / 2000)
+        # staircase over 150-450: left-edge accuracies of 150, 160, ..., 440 averaged
+        assert row["auc_macs"] == pytest.approx(OFFSET[method] + 295 / 2000)
+        lo, hi = MAC_RANGE[method]
+        assert (row["space_mmacs_min"], row["space_mmacs_max"]) == (lo, hi)
+        assert (row["mmacs_smallest"], row["mmacs_largest"]) == (lo, hi)
+        assert row["space_cardinality"] == pytest.approx(CARDINALITY[method])
+        assert row["space"] == f"{method}_mbv3"
+    text = format_table(table)
+    assert "acc@300MMACs" in text and "0.6100 @120M" in text   # extremes labelled with MACs
+    assert "(243, 130M-450M)" in text                            # CompOFA's space beside it
+    assert "over 150-450 MMACs" in text
+
+
+def test_latency_fronts_per_hardware_and_na_outside_range(mlflow_uri: str,
+                                                          store: dict[str, str]) -> None:
+    import math as m
+
+    from dashboards.compare import compare_axes, load_runs
+
+    axes = {a.axis: a for a in compare_axes(load_runs(EXPERIMENT, mlflow_uri))}
+    assert set(axes) == {"macs", "latency:note10", "latency:cpu"}
+    note10, cpu = axes["latency:note10"], axes["latency:cpu"]
+    assert note10.unit == "ms" and note10.shared == pytest.approx((7.5, 22.5))
+    assert set(cpu.fronts) == {"ofa", "deps"}            # CompOFA searched note10 only
+    assert cpu.shared == pytest.approx((3.0, 11.2))
+    assert m.isnan(cpu.accuracy("compofa", cpu.grid[0]))  # n/a: no subnets on this hardware
+    assert m.isnan(note10.fronts["compofa"].accuracy_at(23.0))   # beyond CompOFA's range
+    assert note10.accuracy("ofa", 15.0) == pytest.approx(OFFSET["ofa"] + 300 / 2000)
+
+
+def test_shared_teacher_counted_once(mlflow_uri: str, store: dict[str, str]) -> None:
+    from dashboards.compare import comparison_table, load_runs, shared_phases
+
+    ids = store
+    runs = load_runs(EXPERIMENT, mlflow_uri)
+    shared = shared_phases(runs)
+    assert len(shared) == 1
+    sp = shared[0]
+    assert (sp.run_id, sp.phase, sp.source_method) == (ids["ofa"], "teacher", "ofa")
+    assert sp.methods == ("ofa", "compofa")
+    teacher = phase_cost("ofa", "teacher")
+    for key, value in teacher.items():
+        assert sp.cost[key] == pytest.approx(value)
+    table = comparison_table(runs)
+    search = {"ofa": 0.02, "compofa": 0.01, "deps": 0.02}    # 0.01 device-hours per search
+    own = {m: TRAIN[m][1] + search[m] for m in TRAIN}
+    # OFA trained the teacher: from scratch is all it ran; given the teacher, less the teacher
+    assert table.loc["ofa", "scratch_device_hours"] == pytest.approx(own["ofa"])
+    assert table.loc["ofa", "total_device_hours"] == pytest.approx(
+        own["ofa"] - teacher["device_hours"])
+    # CompOFA started from it: given the teacher is what it ran, from scratch adds the teacher
+    assert table.loc["compofa", "total_device_hours"] == pytest.approx(own["compofa"])
+    assert table.loc["compofa", "scratch_device_hours"] == pytest.approx(
+        own["compofa"] + teacher["device_hours"])
+    assert table.loc["compofa", "scratch_dollars"] == pytest.approx(
+        TRAIN["compofa"][2] + 0.02 + teacher["dollars"])
+    assert table.loc["compofa", "teacher"] == f"{ids['ofa']}:teacher"
+    # DεpS shares nothing: both columns equal
+    assert table.loc["deps", "total_device_hours"] == pytest.approx(own["deps"])
+    assert table.loc["deps", "scratch_device_hours"] == pytest.approx(own["deps"])
+
+
+def test_costs_keep_significant_digits() -> None:
+    from dashboards.compare import format_cost
+
+    assert format_cost(0.000412) == "0.000412"
+    assert format_cost(0.0213) == "0.0213"
+    assert format_cost(3.764) == "3.76"
+    assert format_cost(2400.4) == "2,400"
+    assert format_cost(1.2e-5) == "1.20e-05"
+    assert format_cost(0) == "0" and format_cost(math.nan) == "-"
+
+
+def test_report_sections_table_once_and_shared_teacher(mlflow_uri: str, store: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    from dashboards.report import write_report
+
+    write_report(EXPERIMENT, tmp_path / "r.html", mlflow_uri, log_to_mlflow=False)
+    text = (tmp_path / "r.html").read_text()
+    summary = text[text.index("<h2>Summary</h2>"):text.index("<h2>Accuracy at equal cost")]
+    assert summary.count("<table") == 1 and "<pre" not in text     # the table appears once
+    assert "class='sticky'" in summary and "position:sticky" in text
+    assert "cost from scratch" in summary and "0.0004" not in summary.replace("0.00040", "")
+    assert "150</th>" in text and "450</th>" in text and "n/a" in text
+    shared = text[text.index("<h2>Shared teacher"):text.index("<h2>Total cost")]
+    assert "ofa, compofa" in shared and "teacher" in shared
+    assert "bbox" not in text[:200]

@@ -51,4 +51,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nreport: {result.path.resolve()}")
     if result.run_id:
         print(f"logged to MLflow run {result.run_id} (artifact report.html)")
+        from dashboards.compare import resolve_uri
+        from ofa_platform.tracking import experiment_url
+
+        uri = resolve_uri(args.tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            import mlflow
+
+            exp = mlflow.MlflowClient(uri).get_experiment_by_name(args.experiment)
+            print(f"runs: {experiment_url(uri, exp.experiment_id)}")
     return 0

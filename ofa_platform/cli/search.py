@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-run-id",
                    help="MLflow run of the training searched (default: the checkpoint's)")
     p.add_argument("--no-mlflow", action="store_true", help="do not record an MLflow run")
+    p.add_argument("--log-models", action="store_true",
+                   help="log every chosen subnet as an MLflow model (BN recalibrated, pt2 "
+                        "format, input example and signature; needs --checkpoint)")
     p.set_defaults(func=run)
 
 
@@ -88,9 +91,13 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ofa_platform.errors import UserError
     from ofa_platform.search.pareto import format_table
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
 
+    if args.log_models and (not args.checkpoint or args.no_mlflow):
+        raise UserError("--log-models needs --checkpoint (trained weights to log) and an "
+                        "MLflow run (drop --no-mlflow)")
     preflight(args)
 
     req = SearchRequest(
@@ -104,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,
         calib_images=args.calib_images, val_subset=args.val_subset,
-        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow)
+        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow,
+        log_models=args.log_models)
     import sys
     from contextlib import nullcontext, redirect_stdout
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ofa_platform.costs import EnergyMeter, HardwareSpec
     from ofa_platform.search.population import PopulationEvaluator
     from ofa_platform.search.predictor import AccuracyPredictor
+    from search_spaces.arch import ArchConfig
     from search_spaces.supernet import Supernet
 
 __all__ = ["SearchRequest", "Prepared", "SearchOutcome", "prepare", "execute", "run_search",
@@ -89,6 +90,7 @@ class SearchRequest:
     val_subset: int | None = None
     gpus_per_worker: float = 0.0
     log_mlflow: bool = True
+    log_models: bool = False
     measure_warmup: int = 5
     measure_repeats: int = 20
     measure_threads: int | None = None  # None: 1 on a small machine (latency.default_threads)
@@ -143,6 +145,7 @@ class _Accuracy:
     trained: AccuracyPredictor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     evaluator: PopulationEvaluator | None = None
+    sampled: tuple[tuple[ArchConfig, float], ...] = ()  # the subnets measured to fit it
 
 
 @dataclass
@@ -392,7 +395,8 @@ def _accuracy(prepared: Prepared, progress: Reporter | None = None) -> _Accuracy
     with single_thread():  # a small MLP: one thread is fastest on a busy machine
         trained, metrics = train_predictor(codec, archs, accs, seed=req.seed)
     return _Accuracy(scorer=lambda genes: trained(codec, genes), trained=trained,
-                     metrics=dict(metrics), evaluator=evaluator)
+                     metrics=dict(metrics), evaluator=evaluator,
+                     sampled=tuple(zip(archs, accs)))
 
 
 def execute(prepared: Prepared, progress: Reporter | None = None) -> SearchOutcome:
@@ -408,7 +412,8 @@ def execute(prepared: Prepared, progress: Reporter | None = None) -> SearchOutco
         rows, artifacts, exported = _outputs(prepared, fitness, accuracy, results)
         meter.stop()
         if run is not None:
-            _log_results(prepared, fitness, accuracy, search_time, results, meter, artifacts)
+            _log_results(prepared, fitness, accuracy, search_time, results, meter, artifacts,
+                         rows)
     return SearchOutcome(results=results, rows=rows, pareto_path=artifacts[0],
                          population_path=artifacts[1],
                          run_id=None if run is None else run.info.run_id,
@@ -453,6 +458,11 @@ def _outputs(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy,
     artifacts = [write_parquet(rows, out_dir / "pareto.parquet", PARETO_COLUMNS),
                  write_parquet(pop_rows, out_dir / "population.parquet",
                                ("arch_json", "cost", "unit", "accuracy"))]
+    if accuracy.sampled:  # measured subnets: the report's equal-cost fronts
+        from ofa_platform.search.records import write_subnets
+
+        artifacts.append(write_subnets(accuracy.sampled, fitness, prepared.plan, rows,
+                                       out_dir / "subnets.parquet"))
     if evaluator is not None and evaluator.trial_rows:  # every Tune trial, for MLflow
         artifacts.append(write_parquet(evaluator.trial_rows, out_dir / "tune_trials.parquet"))
     if accuracy.trained is not None:  # reusable with --predictor for later searches
@@ -511,6 +521,9 @@ def _search_run(prepared: Prepared) -> Iterator[Any]:
               "generations": prepared.config.generations,
               "population_size": req.population_size,
               "accuracy_source": "predictor" if req.predictor else "checkpoint"}
+    from ofa_platform.search.records import space_params
+
+    params.update(space_params(prepared.codec.space, prepared.plan, prepared.codec.resolutions))
     if req.strategy in ("top-down", "bottom-up"):
         from ofa_platform.search.strategies import followup_generations
 
@@ -523,7 +536,8 @@ def _search_run(prepared: Prepared) -> Iterator[Any]:
 
 
 def _log_results(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy, search_time: float,
-                 results: list[SearchResult], meter: EnergyMeter, artifacts: list[Path]) -> None:
+                 results: list[SearchResult], meter: EnergyMeter, artifacts: list[Path],
+                 pareto: Sequence[dict[str, Any]] = ()) -> None:
     import mlflow
 
     from ofa_platform.tracking import log_cost
@@ -548,6 +562,13 @@ def _log_results(prepared: Prepared, fitness: Fitness, accuracy: _Accuracy, sear
     log_cost(meter.report())
     for path in artifacts:
         mlflow.log_artifact(str(path))
+    req = prepared.request
+    if req.log_models:
+        from ofa_platform.search.models import log_models
+
+        log_models(pareto, prepared.supernet, data=str(req.data), seed=req.seed,
+                   calib_images=req.calib_images, calib_batch=req.calib_batch,
+                   hardware=prepared.estimator_name)
 
 
 def _latency_metrics(estimator: Any) -> dict[str, float]:

@@ -379,6 +379,7 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         self.t0: float | None = None
         self.epochs_seen = 0
         self.failures = 0
+        self.resumes: list[int] = []
 
     def _client(self) -> Any:
         from mlflow.tracking import MlflowClient
@@ -455,7 +456,9 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
               flush=True)
 
     def _log(self, m: dict[str, Any]) -> None:
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
+
+        from ofa_platform.tracking import split_bookkeeping
 
         now = time.time()
         if self.t0 is None:
@@ -467,12 +470,14 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         names = ("loss", "lr", "beta", "acc_smallest", "acc_middle", "acc_largest",
                  "images_per_s", "epoch_time_s", "train_time_s", "arch_digest", "steps",
                  "resumed_from")
-        values = {k: float(m[k]) for k in names if k in m}
+        values, marks = split_bookkeeping({k: float(m[k]) for k in names if k in m},
+                                          self.resumes)
         values["images_per_s_per_device"] = values.get("images_per_s", 0.0) / self.n_devices
         ts = int(now * 1000)
         batch = [Metric(k, v, ts, epoch) for k, v in values.items()]
-        client.log_batch(self.run_id, metrics=batch)
-        client.log_batch(self._phase_run(client, index), metrics=batch)
+        tags = [RunTag(k, v) for k, v in marks.items()]
+        client.log_batch(self.run_id, metrics=batch, tags=tags)
+        client.log_batch(self._phase_run(client, index), metrics=batch, tags=tags)
         rate = (now - self.t0) / max(self.epochs_seen, 1)
         status = _epoch_status(m.get("phase"), index, len(self.phases), values,
                                rate * (self.total_epochs - epoch))
