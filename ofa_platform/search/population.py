@@ -199,21 +199,25 @@ def _CacheCallback(cache: JsonMemo, shards: list[list[dict[str, Any]]]) -> Any: 
 
 def _ProgressCallback(progress: Reporter, shards: list[list[dict[str, Any]]],  # noqa: N802
                       done: int) -> Any:
-    """A Tune callback (it runs in the driver) that counts subnets evaluated per shard."""
+    """A Tune callback (it runs in the driver) that counts subnets evaluated per shard. Tune
+    pickles its callbacks with the Tuner; the display (a lock, a terminal) stays behind."""
     from ray import tune
 
     class ProgressCallback(tune.Callback):
-        def __init__(self) -> None:
+        def __init__(self, reporter: Reporter | None, sizes: list[int], done: int) -> None:
             super().__init__()
-            self.done = done
+            self.reporter, self.sizes, self.done = reporter, sizes, done
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {**self.__dict__, "reporter": None}
 
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                             result: dict[str, Any], **info: Any) -> None:
-            if "accs" in result:
-                self.done += len(shards[int(result["shard"])])
-                progress.update("population", self.done, f"{len(trials)} Tune trials")
+            if "accs" in result and self.reporter is not None:
+                self.done += self.sizes[int(result["shard"])]
+                self.reporter.update("population", self.done, f"{len(trials)} Tune trials")
 
-    return ProgressCallback()
+    return ProgressCallback(progress, [len(s) for s in shards], done)
 
 
 def _trial_row(n: int, trial_id: str, shard: int, subnets: int, eval_s: float | None,
