@@ -275,6 +275,7 @@ def parquet_spec(path: Path, name: str = "") -> DataSpec:
                             f"({type(exc).__name__}: {exc})") from None
     if "image" not in pf.schema_arrow.names or pf.metadata.num_rows == 0:
         return DataSpec(kind="parquet", path=path, name=name)
+    check_parquet_content(file)  # null or undecodable images: one line naming the row
     blobs = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()[:_STATS_ROWS]
     first = _decode_all(blobs[:1], f"parquet {file}")
     if first.shape[-1] > _SMALL_INPUT_MAX:  # large images: 128 of them hold pixels enough
