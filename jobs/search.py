@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from ofa_platform.errors import ClusterError, UserError
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None, names: Mapping[str, str] | None = None) 
         place = enter_job(args.config)
         names.setdefault(str(place.config), args.config)
         request = load_request(place.config)
-        request.tracking_uri = request.tracking_uri or place.tracking_uri
+        request = replace(request, tracking_uri=request.tracking_uri or place.tracking_uri)
         if request.log_mlflow:
             check_not_in_package(resolve_tracking_uri(request.tracking_uri))
         out = run_search(request)
