@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 # slow: a cluster start-up and several Ray jobs; the timeout covers a shared, loaded machine
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
+              pytest.mark.unverified]  # see README "Tests not yet run in CI"
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -116,6 +116,7 @@ def test_report_renders_without_javascript(mlflow_uri: str, tmp_path: Path) -> N
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not on PATH (Debian: apt-get install "
                     "chromium); the report's browser check needs it")
 @pytest.mark.timeout(1200)  # an mlflow server start: seconds idle, minutes on a loaded box
+@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_report_in_mlflow_artifact_view(mlflow_uri: str, tmp_path: Path) -> None:
     """``mlflow server`` on 127.0.0.1 serves the logged report whole, and its UI's artifact view
     draws it (a tall screenshot, kept under tmp_path to look at)."""

@@ -28,6 +28,7 @@ def test_recipe_runs_every_phase_in_the_plain_engine(shared_data: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_recipe_smoke_run_then_checkpoint_search(shared_data: Path, ray_local: object,  # noqa: ANN001
                                                  mlflow_uri: str, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
