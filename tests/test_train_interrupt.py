@@ -82,7 +82,8 @@ def test_sigint_mid_epoch_ends_failed_tagged_with_cost_exit_130(tmp_path: Path) 
     cmd = [sys.executable, "-m", "ofa_platform", "train", "--schedule", "ofa",
            "--data", "synthetic:64", "--workers", "1", "--epoch-scale", "0.02",
            "--subset", "32", "--batch-size", "8", "--val-limit", "8",
-           "--experiment", "interrupt", "--storage-path", str(tmp_path / "ray")]
+           "--experiment", "interrupt", "--storage-path", str(tmp_path / "ray"),
+           "--verbose"]  # Ray's own log says when the worker group has started
     for _attempt in range(3):  # Ray's 30 s node-start limit can pass on a loaded machine
         proc = _start_and_interrupt(cmd, tmp_path, env, log_out, log_err)
         if proc is not None:
