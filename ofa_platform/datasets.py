@@ -35,8 +35,13 @@ __all__ = [
     "DatasetSplits", "default_datasets_dir", "list_dataset_recipes", "parse_data_spec",
     "load_dataset", "train_size", "make_synthetic", "iterate_batches", "check_parquet_content",
     "MAX_CLASSES", "RECIPE_METADATA_KEY", "recipe_metadata", "parquet_spec", "describe_spec",
-    "infer_resolutions",
+    "infer_resolutions", "load_test_split", "EVAL_SPLITS",
 ]
+
+#: Where per-epoch and subnet accuracies are measured: ``val`` is held out of the training
+#: rows (what a search may select on); ``test`` is the dataset's own test split, whole
+#: (what a study reports, never what it selects on).
+EVAL_SPLITS = ("val", "test")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -676,6 +681,21 @@ def _sharded(spec: DataSpec) -> bool:
     from ofa_platform.data.shards import is_sharded
 
     return spec.uri is not None or (spec.path is not None and is_sharded(spec.path))
+
+
+def load_test_split(spec: DataSpec | str, limit: int | None = None) -> TensorImageDataset:
+    """The dataset's test split, whole (or its first ``limit`` rows), whatever training subset
+    a run uses: a study scores every subnet on the same images. Only Parquet datasets with a
+    ``test.parquet`` beside ``train.parquet`` have one; anything else is a ``UserError``."""
+    spec = parse_data_spec(spec) if isinstance(spec, str) else spec
+    root = spec.path
+    test_file = root / "test.parquet" if spec.kind == "parquet" and root is not None else None
+    if test_file is None or not test_file.is_file():
+        raise UserError(f"dataset {spec.name or spec.path}: no test split (a test.parquet "
+                        "beside train.parquet); evaluate on 'val' instead")
+    check_parquet_content(test_file, spec.n_classes)
+    blobs, labels, _ = _read_parquet_rows(test_file, limit)
+    return TensorImageDataset(_decode_all(blobs, f"parquet {test_file}"), labels)
 
 
 def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0) -> int:

@@ -92,9 +92,11 @@ def ensure_experiment(experiment: str, tracking_uri: str) -> str:
 @contextmanager
 def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
                 params: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
-                nested: bool = False) -> Iterator[Any]:
+                nested: bool = False, run_id: str | None = None) -> Iterator[Any]:
     """Start an MLflow run and end it FINISHED, or FAILED on an exception or an interrupt
     (an interrupted run is tagged ``ofa.interrupted=true``: it did not finish either).
+    ``run_id`` continues an unfinished run instead (a resumed job: its ``ofa.interrupted``
+    tag goes, ``ofa.attempts`` counts the attempts; the same params may be logged again).
 
     The exception always propagates; the run's status is set before it does, so no path out
     of the ``with`` block leaves the run RUNNING. Nested runs need an active parent run.
@@ -106,7 +108,14 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
     if not nested:
         mark_model_training(ensure_experiment(experiment, uri))
         mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags))
+    if run_id is None:
+        run = mlflow.start_run(run_name=run_name, nested=nested, tags=dict(tags))
+    else:
+        run = mlflow.start_run(run_id=run_id, nested=nested)
+        attempts = int(run.data.tags.get("ofa.attempts", "1")) + 1
+        mlflow.set_tags({**tags, "ofa.attempts": str(attempts)})
+        if "ofa.interrupted" in run.data.tags:
+            mlflow.delete_tag("ofa.interrupted")
     status = "FAILED"
     try:
         params = dict(params or {})

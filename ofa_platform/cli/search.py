@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=positive_int, default=2000,
                    help="BN recalibration images")
     p.add_argument("--val-subset", type=positive_int, help="--checkpoint: validation images used")
+    p.add_argument("--subset", type=positive_int,
+                   help="--checkpoint: the training rows it was trained on (train --subset), "
+                        "so the validation split is held out of them as in training")
     p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0)
     p.add_argument("--method",
                    help="method the run is filed under (default: the checkpoint's training "
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         population_size=args.population_size, data=args.data, experiment=args.experiment,
         out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
         hardware=args.hardware, n_arch_samples=args.arch_samples,
-        calib_images=args.calib_images, val_subset=args.val_subset,
+        calib_images=args.calib_images, val_subset=args.val_subset, subset=args.subset,
         gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow,
         log_models=args.log_models)
     import sys

@@ -50,8 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start after PHASE from its finished weights: a training run's MLflow "
                         "id (or a supernet file of that phase) and the phase name, e.g. a "
                         "shared teacher (tags ofa.init_from_run_id, ofa.init_from_phase)")
+    p.add_argument("--resume", metavar="RUN_ID",
+                   help="continue an interrupted training run (its MLflow id) from the last "
+                        "checkpoint Ray Train kept: same MLflow run, costs added up")
     p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
     p.add_argument("--val-limit", type=positive_int, help="evaluate on at most N validation images")
+    p.add_argument("--eval-split", default="val", choices=("val", "test"),
+                   help="per-epoch accuracies on the validation split held out of the training "
+                        "rows (default) or on the dataset's test split")
     p.add_argument("--loader-workers", type=non_negative_int, default=0,
                    help="DataLoader processes per worker for on-disk images")
     p.add_argument("--data-loader", default="auto", choices=("auto", "ray-data", "memory"),
@@ -81,7 +87,8 @@ def request_from_args(args: argparse.Namespace) -> object:
         init_from=args.init_from, amp=args.amp,
         val_limit=args.val_limit, loader_workers=args.loader_workers,
         data_loader=args.data_loader, data_cpus=args.data_cpus,
-        placement_strategy=args.placement_strategy)
+        placement_strategy=args.placement_strategy, resume_run_id=args.resume,
+        eval_split=args.eval_split)
 
 
 def preflight(args: argparse.Namespace) -> None:

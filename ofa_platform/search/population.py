@@ -47,10 +47,18 @@ class EvalSetup:
     eval_batch: int = 200
     val_subset: int | None = None
     seed: int = 0
+    #: ``val`` (held out of the training rows: what a search selects on) or ``test`` (the
+    #: dataset's whole test split: what a study reports; ``val_subset`` caps it)
+    split: str = "val"
+    #: the training rows the supernet saw (``--subset``): the validation split is held out of
+    #: these, as in training, so no training image is scored as validation
+    subset: int | None = None
 
     def key(self) -> str:
+        where = "val" if self.split == "val" else f"{self.split}-"
+        rows = "" if self.subset is None else f"|subset{self.subset}"
         return (f"{self.data}|calib{self.calib_images}x{self.calib_batch}|eval{self.eval_batch}"
-                f"|val{self.val_subset}|seed{self.seed}")
+                f"|{where}{self.val_subset}|seed{self.seed}{rows}")
 
 
 def shard_size_for(n: int, workers: int, seconds_per_subnet: float, *,
@@ -110,8 +118,17 @@ class ShardEvaluator:
         self.supernet = create_supernet(**supernet_spec)
         self.supernet.load_state_dict(state_dict)
         self.supernet.to(device).eval()
-        self.splits = load_dataset(setup.data, seed=setup.seed,
-                                   heads=(setup.calib_images, setup.val_subset))
+        if setup.split == "test":
+            from dataclasses import replace
+
+            from ofa_platform.datasets import load_test_split
+
+            splits = load_dataset(setup.data, seed=setup.seed, subset=setup.subset,
+                                  heads=(setup.calib_images, 1))
+            self.splits = replace(splits, val=load_test_split(setup.data, setup.val_subset))
+        else:
+            self.splits = load_dataset(setup.data, seed=setup.seed, subset=setup.subset,
+                                       heads=(setup.calib_images, setup.val_subset))
         self.torch = torch
 
     def _batches(self, split: str, resolution: int, limit: int | None, batch: int) -> list[Any]:
@@ -259,7 +276,7 @@ class PopulationEvaluator:
         req = prepared.request
         setup = EvalSetup(data=req.data, calib_images=req.calib_images,
                           calib_batch=req.calib_batch, eval_batch=req.eval_batch,
-                          val_subset=req.val_subset, seed=req.seed)
+                          val_subset=req.val_subset, seed=req.seed, subset=req.subset)
         cache = JsonMemo(accuracy_cache_path(Path(req.cache_dir), req.checkpoint, setup.key()))
         return cls(prepared.supernet, setup, workers=req.workers,
                    gpus_per_worker=req.gpus_per_worker, cache=cache,

@@ -28,7 +28,11 @@ from search_spaces.arch import ArchConfig
 __all__ = [
     "OneHotEncoding", "published_encoding", "default_encoding", "AccuracyPredictor",
     "load_predictor", "train_predictor", "single_thread", "kendall_tau", "PREDICTOR_FORMAT",
+    "MIN_PREDICTOR_ARCHS",
 ]
+
+#: Fewest subnets (with an accuracy each) a predictor is fit on: 80/20 split leaves one to test.
+MIN_PREDICTOR_ARCHS = 5
 
 PREDICTOR_FORMAT = "ofa-platform-predictor/1"
 
@@ -258,8 +262,9 @@ def train_predictor(codec: GeneCodec, archs: Sequence[ArchConfig], accuracies: S
     import torch
     from torch import nn
 
-    if len(archs) != len(accuracies) or len(archs) < 5:
-        raise UserError("training a predictor needs at least 5 archs with an accuracy each")
+    if len(archs) != len(accuracies) or len(archs) < MIN_PREDICTOR_ARCHS:
+        raise UserError(f"training a predictor needs at least {MIN_PREDICTOR_ARCHS} archs with "
+                        "an accuracy each")
     encoding = encoding or default_encoding(codec)
     encoding.check(codec)
     x_all = encoding.features(codec, codec.encode(archs))

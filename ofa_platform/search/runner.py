@@ -88,12 +88,15 @@ class SearchRequest:
     calib_batch: int = 200
     eval_batch: int = 200
     val_subset: int | None = None
+    subset: int | None = None  # the training rows of the checkpoint's run (``train --subset``)
     gpus_per_worker: float = 0.0
     log_mlflow: bool = True
     log_models: bool = False
     measure_warmup: int = 5
     measure_repeats: int = 20
     measure_threads: int | None = None  # None: 1 on a small machine (latency.default_threads)
+    #: extra MLflow tags on the search run (a study files its runs under them)
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,11 @@ def _check_knobs(req: SearchRequest, strategies: Sequence[str]) -> None:
             or (req.followup_generations is not None and req.followup_generations < 1)
             or req.population_size < 4):
         raise UserError("workers and generations must be >= 1 and population size >= 4")
+    from ofa_platform.search.predictor import MIN_PREDICTOR_ARCHS
+
+    if req.checkpoint is not None and req.n_arch_samples < MIN_PREDICTOR_ARCHS:
+        raise UserError(f"--arch-samples {req.n_arch_samples}: the accuracy predictor is fit on "
+                        f"at least {MIN_PREDICTOR_ARCHS} evaluated subnets")
     from ofa_platform.cli.extract import FORMATS
 
     if req.export_format not in FORMATS:
@@ -514,6 +522,7 @@ def _search_run(prepared: Prepared) -> Iterator[Any]:
             "ofa.hardware": prepared.estimator_name, "ofa.strategy": req.strategy}
     if prepared.train_run_id:
         tags["ofa.train_run_id"] = prepared.train_run_id
+    tags.update(dict(req.tags))
     params = {"space": req.space, "estimator": req.latency, "strategy": req.strategy,
               "targets": ",".join(f"{t:g}" for t in prepared.targets), "seed": req.seed,
               "width_mult": prepared.plan.width_mult,

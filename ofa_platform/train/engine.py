@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -86,6 +86,9 @@ class EngineConfig:
     data_loader: str = "memory"
     data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
     mlflow_run_id: str | None = None  # the driver's training run, written into checkpoints
+    #: where the per-epoch accuracies are measured: ``val`` (held out of the training rows)
+    #: or ``test`` (the dataset's whole test split, ``val_limit`` still caps it; a study)
+    eval_split: str = "val"
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -184,6 +187,11 @@ class _Worker:
         self.dataset = load_worker_dataset(
             parse_data_spec(cfg.data), loader=cfg.data_loader, subset=cfg.subset, seed=cfg.seed,
             recal_images=cfg.recal_images, val_limit=cfg.val_limit)
+        if cfg.eval_split == "test":
+            from ofa_platform.datasets import load_test_split
+
+            self.dataset = replace(self.dataset, val=load_test_split(
+                parse_data_spec(cfg.data), cfg.val_limit))
         self.stream: Any = None  # the Ray Data stream, made on the first streamed epoch
         self.space = get_space(cfg.space).with_resolutions(self.dataset.resolutions)
         self.max_res = max(self.space.resolutions)

@@ -88,6 +88,14 @@ class TrainRequest:
     #: Ray Train's worker placement: PACK (default), SPREAD (one worker per node where it
     #: can, so losing a node loses one worker), STRICT_PACK or STRICT_SPREAD
     placement_strategy: str = "PACK"
+    #: ``val`` (held out of the training rows) or ``test`` (the dataset's whole test split,
+    #: capped by ``val_limit``): where the per-epoch accuracies are measured
+    eval_split: str = "val"
+    #: an interrupted training run (MLflow run id) to continue: the same MLflow run and Ray
+    #: run, from the last checkpoint Ray Train kept; its cost so far is added to this attempt's
+    resume_run_id: str | None = None
+    #: extra MLflow tags on the training run (a study files its runs under them)
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,9 @@ class PreparedRun:
     tracking_uri: str
     init_from_run_id: str | None = None
     init_phase: str | None = None
+    eval_images: int = 0  # images each per-epoch accuracy is measured on
+    #: the cost metrics an interrupted attempt already logged (``resume_run_id``)
+    prior_cost: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -136,7 +147,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     """Validate everything a user can get wrong, without starting Ray or MLflow."""
     from ofa_platform.costs import load_hardware
     from ofa_platform.data.raydata import resolve_loader
-    from ofa_platform.datasets import load_dataset, parse_data_spec
+    from ofa_platform.datasets import EVAL_SPLITS, load_dataset, parse_data_spec
     from ofa_platform.tracking import resolve_tracking_uri
     from ofa_platform.train.engine import EngineConfig
     from ofa_platform.train.schedule import load_schedule
@@ -155,6 +166,9 @@ def prepare(request: TrainRequest) -> PreparedRun:
                         "SPREAD, STRICT_PACK or STRICT_SPREAD")
     if request.amp not in ("auto", "bf16", "fp16", "off"):
         raise UserError(f"amp {request.amp!r}: expected auto, bf16, fp16 or off")
+    if request.eval_split not in EVAL_SPLITS:
+        raise UserError(f"eval split {request.eval_split!r}: expected one of "
+                        f"{', '.join(EVAL_SPLITS)}")
     full = load_schedule(request.schedule)
     schedule = full.scaled(request.epoch_scale)
     space_name = request.space or full.space
@@ -178,6 +192,11 @@ def prepare(request: TrainRequest) -> PreparedRun:
         raise UserError(f"{n_train} training images cannot feed {request.workers} "
                         "workers; raise --subset")
     tracking_uri = resolve_tracking_uri(request.tracking_uri)
+    resumed = _resolve_resume(request, tracking_uri)
+    if resumed is not None:
+        request = replace(request, run_name=resumed.run_name,
+                          storage_path=resumed.storage_path)
+    eval_images = _eval_images(spec, dataset, request)
     init = _resolve_init_from(request, schedule, space, tracking_uri)
     if request.init_checkpoint:
         if init is not None:
@@ -196,7 +215,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
         val_limit=request.val_limit, init_checkpoint=init_checkpoint,
         init_phase=init.phase if init is not None else None,
         loader_workers=request.loader_workers,
-        data_loader="memory" if choice is None else choice.loader, data_cpus=request.data_cpus)
+        data_loader="memory" if choice is None else choice.loader, data_cpus=request.data_cpus,
+        eval_split=request.eval_split)
     return PreparedRun(
         request=request, full_schedule=full, schedule=schedule, space=space_name,
         engine=engine, hardware=hardware, n_devices=max(1, n_devices),
@@ -205,7 +225,60 @@ def prepare(request: TrainRequest) -> PreparedRun:
         storage_path=_storage(request.storage_path or default_storage_path()),
         tracking_uri=tracking_uri,
         init_from_run_id=init.run_id if init is not None else None,
-        init_phase=init.phase if init is not None else None)
+        init_phase=init.phase if init is not None else None, eval_images=eval_images,
+        prior_cost=resumed.prior_cost if resumed is not None else ())
+
+
+def _eval_images(spec: Any, dataset: Any, request: TrainRequest) -> int:
+    """How many images each per-epoch accuracy is measured on (checks a test split exists)."""
+    if request.eval_split == "test":
+        from ofa_platform.datasets import load_test_split
+
+        load_test_split(spec, 1)  # no test split: one line now, not a worker crash later
+        import pyarrow.parquet as pq
+
+        n = pq.ParquetFile(spec.path / "test.parquet").metadata.num_rows
+    else:
+        n = dataset.n_val
+    return min(n, request.val_limit) if request.val_limit else n
+
+
+@dataclass(frozen=True)
+class _Resumed:
+    """What continuing an interrupted run takes from it."""
+
+    run_name: str
+    storage_path: str
+    prior_cost: tuple[tuple[str, float], ...]
+
+
+def _resolve_resume(request: TrainRequest, tracking_uri: str) -> _Resumed | None:
+    """Check ``resume_run_id`` names an unfinished training run of this schedule, and read
+    the Ray run (name and storage) whose checkpoints it continues from."""
+    if not request.resume_run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.tracking import COST_METRICS
+
+    rid = request.resume_run_id
+    try:
+        run = MlflowClient(tracking_uri).get_run(rid)
+    except MlflowException:
+        raise UserError(f"--resume {rid}: no such run in {tracking_uri}") from None
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    if tags.get("ofa.kind") != "train" or "ofa.ray_run_name" not in tags:
+        raise UserError(f"--resume {rid}: not a training run")
+    if run.info.status == "FINISHED":
+        raise UserError(f"--resume {rid}: the run already finished")
+    if params.get("schedule") != request.schedule and tags.get("ofa.method") != request.schedule:
+        raise UserError(f"--resume {rid}: that run trains {params.get('schedule')!r}, "
+                        f"not {request.schedule!r}")
+    prior = tuple((k, float(metrics[k])) for k in (*COST_METRICS, "wall_s") if k in metrics)
+    return _Resumed(run_name=tags["ofa.ray_run_name"],
+                    storage_path=params.get("ray_storage") or default_storage_path(),
+                    prior_cost=prior)
 
 
 def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> int:
@@ -561,6 +634,7 @@ def _tags(prep: PreparedRun) -> dict[str, str]:
             tags["ofa.init_from_run_id"] = prep.init_from_run_id
         else:
             tags["ofa.init_from_checkpoint"] = str(prep.engine.init_checkpoint)
+    tags.update(dict(prep.request.tags))
     return tags
 
 
@@ -580,7 +654,8 @@ def _params(prep: PreparedRun) -> dict[str, Any]:
             "epochs_full_recipe": prep.full_schedule.total_epochs,
             "phases": ",".join(f"{p.name}:{p.total_epochs}" for p in prep.schedule.phases),
             "init_checkpoint": prep.engine.init_checkpoint, "init_from": r.init_from,
-            "ray_storage": prep.storage_path, "data_loader": prep.engine.data_loader}
+            "ray_storage": prep.storage_path, "data_loader": prep.engine.data_loader,
+            "eval_split": r.eval_split, "eval_images": prep.eval_images}
 
 
 def _ensure_ray(prep: PreparedRun) -> None:
@@ -672,7 +747,8 @@ def _run_tracked(prep: PreparedRun, progress: Reporter) -> TrainOutcome:
                            checkpoint_dir=None)
     try:
         with tracked_run(prep.request.experiment, prep.run_name, tags=_tags(prep),
-                         params=_params(prep), tracking_uri=prep.tracking_uri) as run:
+                         params=_params(prep), tracking_uri=prep.tracking_uri,
+                         run_id=prep.request.resume_run_id) as run:
             outcome.run_id = run.info.run_id
             progress(f"[ofa-train] MLflow run {outcome.run_id} ({prep.tracking_uri}); "
                      f"Ray run {prep.run_name}; {prep.schedule.total_epochs} epochs in "
@@ -768,6 +844,11 @@ def _fit(prep: PreparedRun, callback: MlflowReportCallback, outcome: TrainOutcom
         meter.stop()
         wall = meter.hours * 3600.0  # one clock for the wall time and the device-hours
         report = meter.report()  # device-hours = wall x devices; NVML energy where measured
+        prior = dict(prep.prior_cost)  # an interrupted attempt's cost, when this resumes it
+        if prior:
+            report = type(report)(**{k: v + prior.get(k, 0.0)
+                                     for k, v in report.to_dict().items()})
+            wall += prior.get("wall_s", 0.0)
         device_hours = report.device_hours
         log_cost(report)
         outcome.cost = {k: float(getattr(report, k)) for k in
