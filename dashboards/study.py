@@ -76,6 +76,7 @@ FIGURES = (
 _TAG = "ofa.study"
 _UNIT, _SEED, _RECIPE = "ofa.study_unit", "ofa.study_seed", "ofa.study_recipe"
 _ROLE, _ARCH, _SCALE = "ofa.study_role", "ofa.study_arch", "ofa.study_scale"
+_PROTOCOL = "ofa.study_protocol"
 _PARENT = "mlflow.parentRunId"
 _KIND_STAGE = {"train": "train", "search": "search", "study_eval": "eval"}
 _EVAL_ARTIFACT = "test_eval.parquet"
@@ -163,14 +164,15 @@ def _stage(run: Any) -> str | None:
 
 
 def _load(experiment: str, uri: str, study: str | None = None,
-          scale: str | None = None) -> _Runs:
+          scale: str | None = None, protocol: str | None = None) -> _Runs:
     """The study runs of ``experiment``; a missing store or experiment, or one with no finished
     study run, is a ``UserError`` before anything is written.
 
     One experiment can hold several studies or scales (``ofa.study``, ``ofa.study_scale``: a
     smoke study and the paper-scale one); their units share keys, so they are never mixed. The
     caller picks one, else the one with the newest finished run is reported and the others are
-    named in the notes.
+    named in the notes. ``protocol`` (tag ``ofa.study_protocol``, the protocol's digest)
+    keeps only runs of that exact protocol: an edited protocol's runs are a different study.
     """
     from mlflow.tracking import MlflowClient
 
@@ -184,7 +186,8 @@ def _load(experiment: str, uri: str, study: str | None = None,
     finished = [r for r in every if r.info.status == "FINISHED" and r.data.tags.get(_UNIT)
                 and not r.data.tags.get(_PARENT)
                 and (study is None or r.data.tags.get(_TAG, "") == study)
-                and (scale is None or r.data.tags.get(_SCALE, "") == scale)]
+                and (scale is None or r.data.tags.get(_SCALE, "") == scale)
+                and (protocol is None or r.data.tags.get(_PROTOCOL, "") == protocol)]
     if not finished:
         which = "".join(f" {k} {v!r}" for k, v in (("study", study), ("scale", scale)) if v)
         raise UserError(f"MLflow experiment {experiment!r} has no finished study runs{which} "
@@ -881,22 +884,24 @@ def _build(experiment: str, data: _Runs, notes: Sequence[str]) -> StudyReport:
 
 def build_study_report(experiment: str, tracking_uri: str | None = None, *,
                        notes: Sequence[str] = (), study: str | None = None,
-                       scale: str | None = None) -> StudyReport:
+                       scale: str | None = None, protocol: str | None = None) -> StudyReport:
     """The study report of ``experiment``: results, HTML and figures, in memory.
 
     Reads MLflow only. An unknown experiment, or one without a FINISHED study run, is a
     ``UserError``; a recipe missing some of its runs is reported as missing. ``notes`` are the
     caller's caveats, listed in the report's notes section and in the results. ``study`` and
     ``scale`` pick one study of an experiment that holds several (tags ``ofa.study``,
-    ``ofa.study_scale``); by default the one with the newest finished run.
+    ``ofa.study_scale``); by default the one with the newest finished run. ``protocol`` keeps
+    only runs of that protocol digest (``StudyProtocol.digest``).
     """
     uri = resolve_uri(tracking_uri)
-    return _build(experiment, _load(experiment, uri, study, scale), notes)
+    return _build(experiment, _load(experiment, uri, study, scale, protocol), notes)
 
 
 def write_study_report(experiment: str, out_dir: str | Path, tracking_uri: str | None = None,
                        *, log_to_mlflow: bool = True, notes: Sequence[str] = (),
-                       study: str | None = None, scale: str | None = None) -> StudyReport:
+                       study: str | None = None, scale: str | None = None,
+                       protocol: str | None = None) -> StudyReport:
     """Write ``report.html``, the figures as PNG and ``study_results.json`` into ``out_dir``
     (each file atomically), and log them to a new ``study-report`` run.
 
@@ -904,13 +909,13 @@ def write_study_report(experiment: str, out_dir: str | Path, tracking_uri: str |
     report run (tag ``ofa.kind=study_report``, same experiment) is then opened before the work,
     so its duration is the report's, and ``tracked_run`` ends it FINISHED or FAILED, never
     RUNNING. Every output is built in memory first, so a failure leaves no half-written file.
-    ``notes``, ``study``, ``scale``: as for :func:`build_study_report`.
+    ``notes``, ``study``, ``scale``, ``protocol``: as for :func:`build_study_report`.
     """
     from ofa_platform.files import atomic_path, check_output_dir
 
     uri = resolve_uri(tracking_uri)
     out = check_output_dir(out_dir, "study report directory")
-    data = _load(experiment, uri, study, scale)
+    data = _load(experiment, uri, study, scale, protocol)
 
     def produce() -> StudyReport:
         report = _build(experiment, data, notes)

@@ -153,6 +153,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
 
     import ray
 
+    if not verbose:
+        # Tune's default console engine prints an experiment banner, its storage path and a
+        # TensorBoard hint on stdout even at verbose=0; the legacy engine at 0 prints nothing
+        # (the command's own progress display says what runs). Read when a Tuner fits.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None

@@ -65,8 +65,8 @@ def test_overrides_and_fallbacks(tmp_path: Path) -> None:
 def test_search_run_is_tagged_with_method_and_training_run(ray_local: object, mlflow_uri: str,
                                                            tmp_path: Path) -> None:
     """A compofa_ek checkpoint (space compofa_mbv3_ek, whose prefix names another method; a
-    bignas one, space deps_mbv3, goes through the real chain below). The run lasts at least
-    its search time: it is opened when the work starts, not after it."""
+    bignas one, space deps_mbv3, goes through the real chain in tests/test_study.py). The run
+    lasts at least its search time: it is opened when the work starts, not after it."""
     import mlflow
 
     schedule, space = "compofa_ek", "compofa_mbv3_ek"
@@ -82,28 +82,5 @@ def test_search_run_is_tagged_with_method_and_training_run(ray_local: object, ml
     assert duration_s >= run.data.metrics["subnet_eval_s"]
 
 
-def test_trained_checkpoint_is_searched_under_its_method(shared_data: Path, ray_local: object,
-                                                         mlflow_uri: str,
-                                                         tmp_path: Path) -> None:
-    """The real chain: a tiny bignas training run, then a search of its checkpoint, filed
-    under bignas with the training run's id."""
-    import mlflow
-
-    from ofa_platform.train.engine import SUPERNET_FILE
-    from ofa_platform.train.runner import TrainRequest, run_training
-    from search_spaces.checkpoints import load_supernet
-
-    train = run_training(TrainRequest(
-        schedule="bignas", data="cifar10", workers=1, epoch_scale=0.006, subset=16,
-        batch_size=8, storage_path=str(tmp_path / "ray"), tracking_uri=mlflow_uri,
-        recal_images=8, val_limit=8, experiment="chain"), progress=lambda _: None)
-    assert train.status == "FINISHED", train.error
-    ckpt = Path(train.checkpoint_dir, SUPERNET_FILE)
-    _, extra = load_supernet(ckpt)
-    assert extra["method"] == "bignas" and extra["mlflow_run_id"] == train.run_id
-    net_space = load_supernet(ckpt)[0].space
-    out = run_search(_request(ckpt, "deps_mbv3", tmp_path, data="cifar10",
-                              resolutions=str(net_space.resolutions[0]),
-                              tracking_uri=mlflow_uri, experiment="chain"))
-    tags = mlflow.MlflowClient(mlflow_uri).get_run(out.run_id).data.tags
-    assert (tags["ofa.method"], tags["ofa.train_run_id"]) == ("bignas", train.run_id)
+# The real chain (a training run, then a search of its checkpoint filed under the method and
+# run the checkpoint records) is in tests/test_study.py (the interrupted study).

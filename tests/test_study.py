@@ -193,6 +193,17 @@ def test_a_study_interrupted_mid_training_resumes_and_skips_what_finished(
     train_runs = [r for r in runs if r.data.tags.get("ofa.study_unit") == "train/bignas/seed0"]
     assert len(train_runs) == 1  # the finished training was not run again
     assert all(r.info.status != "RUNNING" for r in runs)
+    # the search of a checkpoint is filed under the method and training run the checkpoint
+    # itself records (train/engine.checkpoint_provenance -> search tags)
+    search = next(r for r in runs if r.data.tags.get("ofa.study_unit") == "search/bignas/seed0"
+                  and r.info.status == "FINISHED")
+    bignas_train = train_runs[0].info.run_id
+    assert (search.data.tags["ofa.method"], search.data.tags["ofa.train_run_id"]) == (
+        "bignas", bignas_train)
+    from search_spaces.checkpoints import load_supernet
+
+    _, extra = load_supernet(out / "checkpoints" / bignas_train / "checkpoint" / "supernet.pt")
+    assert extra["method"] == "bignas" and extra["mlflow_run_id"] == bignas_train
     evals = [r for r in runs if r.data.tags.get("ofa.kind") == "study_eval"
              and r.info.status == "FINISHED"]
     assert {r.data.tags["ofa.study_recipe"] for r in evals} == {"bignas", "deps_cifar"}
@@ -203,3 +214,33 @@ def test_a_study_interrupted_mid_training_resumes_and_skips_what_finished(
     report = write_study_report("study-tiny", tmp_path / "report", uri, log_to_mlflow=False)
     assert set(report.results["recipes"]) == {"bignas", "deps_cifar"}
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_the_protocol_digest_follows_what_the_units_depend_on(tmp_path: Path) -> None:
+    base = load_study(_write(tmp_path, TINY))
+    assert load_study(_write(tmp_path, TINY + 'notes: ["a caveat"]\n', "n.yaml")).digest \
+        == base.digest  # notes change no unit
+    assert load_study(_write(tmp_path, TINY.replace("subset: 40", "subset: 41"),
+                             "s.yaml")).digest != base.digest
+
+
+@pytest.mark.parametrize("state, message", [
+    ("FINISHED", "already finished"), ("nosuch", "no such run"), ("search", "not a training run"),
+])
+def test_resume_only_continues_an_unfinished_training_run(tmp_path: Path, state: str,
+                                                          message: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.runner import TrainRequest, prepare
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("r")
+    kind = "search" if state == "search" else "train"
+    run = client.create_run(exp, tags={"ofa.kind": kind, "ofa.ray_run_name": "x"})
+    client.log_param(run.info.run_id, "schedule", "bignas")
+    client.set_terminated(run.info.run_id, "FINISHED" if state == "FINISHED" else "FAILED")
+    rid = "0" * 32 if state == "nosuch" else run.info.run_id
+    with pytest.raises(UserError, match=message):
+        prepare(TrainRequest(schedule="bignas", data="synthetic:32", workers=1,
+                             tracking_uri=uri, resume_run_id=rid))

@@ -105,7 +105,8 @@ def _report(protocol: StudyProtocol, uri: str, args: argparse.Namespace) -> int:
     name = protocol.experiment_name
     out = Path(args.out or Path("runs") / name / "report")
     report = write_study_report(name, out, uri, log_to_mlflow=not args.no_log,
-                                notes=protocol.notes, study=protocol.name, scale=protocol.scale)
+                                notes=protocol.notes, study=protocol.name, scale=protocol.scale,
+                                protocol=protocol.digest)
     if args.json:
         print(json.dumps(report.results, indent=2))
     else:

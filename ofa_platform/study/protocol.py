@@ -100,6 +100,20 @@ class StudyProtocol:
     def experiment_name(self) -> str:
         return self.experiment or f"study-{self.name}"
 
+    @property
+    def digest(self) -> str:
+        """What the study's units depend on (everything but names, notes and the other
+        scales), hashed: a rerun continues only runs of the same protocol; an edited one
+        starts afresh instead of resuming a run trained under other settings."""
+        import hashlib
+        import json
+
+        skip = {"name", "description", "experiment", "notes", "scales", "source", "scale"}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in skip}
+        text = json.dumps(data, sort_keys=True, default=_jsonable)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def with_scale(self, scale: str | None) -> StudyProtocol:
         """The protocol with the named scale's overrides applied (``None``/``default``: as
         written)."""
@@ -214,6 +228,10 @@ def _coerce(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         else:
             out[k] = coerce_field(at, v, hints[k])
     return out
+
+
+def _jsonable(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
 
 
 def _list(value: Any, where: str) -> list[Any]:

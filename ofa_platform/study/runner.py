@@ -75,7 +75,8 @@ def study_tags(protocol: StudyProtocol, unit: StudyUnit) -> dict[str, str]:
     """The tags that file a unit's run under its study."""
     tags = {"ofa.study": protocol.name, "ofa.study_unit": unit.key,
             "ofa.study_role": unit.role, "ofa.study_recipe": unit.recipe,
-            "ofa.study_seed": str(unit.seed), "ofa.study_scale": protocol.scale}
+            "ofa.study_seed": str(unit.seed), "ofa.study_scale": protocol.scale,
+            "ofa.study_protocol": protocol.digest}
     if unit.peer is not None:
         tags["ofa.study_arch"] = unit.peer.arch
     return tags
@@ -90,7 +91,8 @@ def _unit_runs(client: Any, experiment_id: str | None, protocol: StudyProtocol,
         [experiment_id],
         filter_string=(f"tags.`ofa.study` = '{protocol.name}' and "
                        f"tags.`ofa.study_unit` = '{unit.key}' and "
-                       f"tags.`ofa.study_scale` = '{protocol.scale}'"),
+                       f"tags.`ofa.study_scale` = '{protocol.scale}' and "
+                       f"tags.`ofa.study_protocol` = '{protocol.digest}'"),
         order_by=["attributes.start_time DESC"])
 
 
@@ -190,7 +192,8 @@ def _train(ctx: _Context, unit: StudyUnit, resume: str | None) -> str:
         schedule=schedule, data=p.data, workers=p.workers, cpus_per_worker=p.cpus_per_worker,
         gpus_per_worker=p.gpus_per_worker, epoch_scale=scale, subset=p.subset,
         experiment=p.experiment_name, seed=unit.seed, batch_size=p.batch_size,
-        small_input=p.small_input, val_limit=p.curve_images, eval_split="test", recal_images=p.recal_images,
+        small_input=p.small_input, val_limit=p.curve_images, eval_split="test",
+        recal_images=p.recal_images,
         tracking_uri=ctx.tracking_uri, storage_path=str((ctx.out_dir / "ray").resolve()),
         tags=tuple(study_tags(p, unit).items()), resume_run_id=resume,
         run_name=None)
@@ -240,7 +243,7 @@ def _search(ctx: _Context, unit: StudyUnit) -> str:
         calib_batch=min(200, s.calib_images), val_subset=s.val_images, subset=p.subset,
         experiment=p.experiment_name, tracking_uri=ctx.tracking_uri,
         out_dir=str(ctx.out_dir / "search" / unit.subject / f"seed{unit.seed}"),
-        cache_dir=str(ctx.out_dir / "cache"), train_run_id=_finished_run(ctx, "train", unit),
+        cache_dir=str(ctx.out_dir / "cache"),  # method and training run: from the checkpoint
         tags=tuple(study_tags(p, unit).items()))
     prepared = prepare(request)
     largest = float(prepared.efficiency(prepared.codec.extreme(largest=True))[0])
