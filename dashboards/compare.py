@@ -36,6 +36,7 @@ __all__ = [
     "TOTAL_COSTS",
     "AxisComparison",
     "acc_column",
+    "open_experiment",
     "headline_columns",
     "ExperimentRuns",
     "SharedPhase",
@@ -132,20 +133,27 @@ def _num(value: Any, default: float = math.nan) -> float:
         return default
 
 
-def load_runs(experiment: str, tracking_uri: str | None = None) -> ExperimentRuns:
-    """Fetch the FINISHED training and search runs of ``experiment`` from MLflow.
-
-    An unknown experiment is a ``UserError`` (one line, exit 2 in the CLI).
-    """
+def open_experiment(experiment: str, uri: str) -> tuple[Any, Any]:
+    """The MLflow client and experiment a report reads; a missing SQLite store (asking would
+    create an empty one) or an unknown experiment is a ``UserError``."""
     from mlflow.tracking import MlflowClient
 
-    uri = resolve_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UserError(f"no MLflow store at {uri} (set MLFLOW_TRACKING_URI or --tracking-uri)")
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise UserError(f"unknown MLflow experiment {experiment!r} at {client.tracking_uri}")
+        raise UserError(f"unknown MLflow experiment {experiment!r} at {uri}")
+    return client, exp
+
+
+def load_runs(experiment: str, tracking_uri: str | None = None) -> ExperimentRuns:
+    """Fetch the FINISHED training and search runs of ``experiment`` from MLflow.
+
+    An unknown experiment is a ``UserError`` (one line, exit 2 in the CLI).
+    """
+    uri = resolve_uri(tracking_uri)
+    client, exp = open_experiment(experiment, uri)
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
                               max_results=50000)
     out = ExperimentRuns(exp.experiment_id, client)

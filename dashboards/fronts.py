@@ -37,6 +37,22 @@ class Front:
     hi: float
     n_subnets: int
 
+    def staircase(self) -> tuple[list[float], list[float]]:
+        """The front as a line to plot: flat from each point to the next cost, then up, and
+        flat to the dearest measured subnet (``hi``), as :meth:`accuracy_at` reads it."""
+        xs: list[float] = []
+        ys: list[float] = []
+        for i, (cost, acc) in enumerate(self.points):
+            if i:
+                xs.append(cost)
+                ys.append(ys[-1])
+            xs.append(cost)
+            ys.append(acc)
+        if ys:
+            xs.append(self.hi)
+            ys.append(ys[-1])
+        return xs, ys
+
     def accuracy_at(self, budget: float) -> float:
         """The best measured accuracy at cost <= ``budget``; NaN outside [lo, hi]."""
         if not self.points or not self.lo <= budget <= self.hi:

@@ -40,6 +40,7 @@ from dashboards.compare import (
     load_runs,
     shared_phases,
 )
+from dashboards.figures import empty_figure, grid, pyplot
 from ofa_platform.files import atomic_path
 
 __all__ = ["FIGURES", "ReportResult", "build_report", "table_records", "write_report"]
@@ -65,19 +66,11 @@ class ReportResult:
     table: pd.DataFrame
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _svg(fig: Any) -> str:
     """The figure as inline SVG (text kept as paths: no fonts needed to render it); cropped to
     what was drawn, so a long title or legend is never cut at the figure's edge."""
-    plt = _plt()
+    plt = pyplot()
     buf = io.StringIO()
     with plt.rc_context({"svg.fonttype": "path", "svg.hashsalt": "ofa-platform"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.1)
@@ -91,19 +84,13 @@ def _literal_svg(make: Callable[[], Any]) -> str:
     hardware names are user text, and matplotlib would parse ``$...$`` in them as mathtext
     (and crash on what is not valid TeX). Text objects read the setting when created, and
     tick labels when drawn, so both happen inside the context."""
-    with _plt().rc_context({"text.parse_math": False}):
+    with pyplot().rc_context({"text.parse_math": False}):
         return _svg(make())
 
 
-def _empty(message: str) -> Any:
-    fig, ax = _plt().subplots(figsize=(6, 1.6))
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
-    ax.set_axis_off()
-    return fig
-
 
 def _colors(methods: list[str]) -> dict[str, Any]:
-    cmap = _plt().get_cmap("tab10")
+    cmap = pyplot().get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
@@ -120,8 +107,8 @@ def _cost_column(table: pd.DataFrame, column: str) -> pd.Series:
 def _fig_cost(table: pd.DataFrame, colors: dict[str, Any],
               shared: list[SharedPhase]) -> Any:
     if table.empty or table[["device_hours", "dollars", "co2_kg"]].isna().all().all():
-        return _empty("no finished training runs with cost metrics")
-    fig, axes = _plt().subplots(1, 3, figsize=(11, 3.4))
+        return empty_figure("no finished training runs with cost metrics")
+    fig, axes = pyplot().subplots(1, 3, figsize=(11, 3.4))
     methods = list(table.index)
     teacher = {m: sp for sp in shared for m in sp.methods}
     for ax, (column, metric, label) in zip(axes, [
@@ -151,16 +138,7 @@ def _fig_fronts(axis: AxisComparison | None, colors: dict[str, Any], ax: Any) ->
             ax.scatter([c for c, _ in points], [a for _, a in points], s=10, alpha=0.3,
                        color=colors.get(method, "grey"))
     for method, front in axis.fronts.items():
-        xs, ys = [], []
-        for i, (c, a) in enumerate(front.points):
-            if i:
-                xs.append(c)
-                ys.append(ys[-1])
-            xs.append(c)
-            ys.append(a)
-        xs.append(front.hi)
-        ys.append(ys[-1])
-        ax.plot(xs, ys, "-", color=colors.get(method, "grey"), lw=2,
+        ax.plot(*front.staircase(), "-", color=colors.get(method, "grey"), lw=2,
                 label=f"{method} ({front.n_subnets} subnets)")
     if axis.shared:
         ax.axvspan(*axis.shared, color="grey", alpha=0.08, label="every method has subnets")
@@ -175,8 +153,8 @@ def _fig_fronts(axis: AxisComparison | None, colors: dict[str, Any], ax: Any) ->
 def _fig_macs(axes: list[AxisComparison], colors: dict[str, Any]) -> Any:
     axis = next((a for a in axes if a.axis == "macs"), None)
     if axis is None or not axis.fronts:
-        return _empty("no search runs with measured subnets (search a trained --checkpoint)")
-    fig, ax = _plt().subplots(figsize=(7, 4.2))
+        return empty_figure("no search runs with measured subnets (search a trained --checkpoint)")
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
     _fig_fronts(axis, colors, ax)
     ax.set_title("accuracy against MACs")
     fig.tight_layout()
@@ -186,8 +164,8 @@ def _fig_macs(axes: list[AxisComparison], colors: dict[str, Any]) -> Any:
 def _fig_latency(axes: list[AxisComparison], colors: dict[str, Any]) -> Any:
     latency = [a for a in axes if a.axis.startswith("latency:") and a.fronts]
     if not latency:
-        return _empty("no search runs with measured subnets on a latency estimator")
-    fig, panels = _grid(len(latency), 4.8, 3.8)
+        return empty_figure("no search runs with measured subnets on a latency estimator")
+    fig, panels = grid(len(latency), 4.8, 3.8)
     for ax, axis in zip(panels, latency):
         _fig_fronts(axis, colors, ax)
         ax.set_title(_title(f"hardware: {axis.axis.removeprefix('latency:')}"), fontsize=9)
@@ -199,8 +177,8 @@ def _fig_acc_vs_cost(table: pd.DataFrame, colors: dict[str, Any]) -> Any:
     cols = headline_columns(table)
     data = table.dropna(subset=["device_hours"])
     if data.empty or not cols or data[cols].isna().all().all():
-        return _empty("no methods with both cost and accuracy at a shared MAC budget")
-    fig, ax = _plt().subplots(figsize=(6.5, 4))
+        return empty_figure("no methods with both cost and accuracy at a shared MAC budget")
+    fig, ax = pyplot().subplots(figsize=(6.5, 4))
     markers = "v^so"
     for method, r in data.iterrows():
         x = _cost_column(data, "device_hours")[method]
@@ -227,15 +205,6 @@ def _search_frames(runs: ExperimentRuns, name: str,
     return out
 
 
-def _grid(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    flat = [ax for row in axes for ax in row]
-    for ax in flat[n:]:
-        ax.set_axis_off()
-    return fig, flat[:n]
-
 
 def _unit(frames: list[tuple[str, str, pd.DataFrame]], hardware: str) -> str:
     """The cost unit of one estimator's tables (ms, or MMACs for MAC-count searches)."""
@@ -251,7 +220,7 @@ def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[st
               if {"cost", "accuracy"} <= set(f.columns)]
     frames = [(m, h, f) for m, h, f in frames if not f.empty]
     if not frames:
-        return _empty("no search runs with a population.parquet artifact")
+        return empty_figure("no search runs with a population.parquet artifact")
     panels = []
     for hw in sorted({h for _, h, _ in frames}):
         lat = pd.concat([f["cost"] for _, h, f in frames if h == hw])
@@ -260,7 +229,7 @@ def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[st
             edges = [float(lat.min()), float(lat.max()) + 1e-9]
         for lo, hi in zip(edges[:-1], edges[1:]):
             panels.append((hw, lo, hi, hi == edges[-1]))
-    fig, axes = _grid(len(panels), 3.8, 3.0)
+    fig, axes = grid(len(panels), 3.8, 3.0)
     for ax, (hw, lo, hi, last) in zip(axes, panels):
         for method, h, f in frames:
             if h != hw:
@@ -283,8 +252,8 @@ def _fig_population(frames: list[tuple[str, str, pd.DataFrame]], colors: dict[st
 def _fig_curves(runs: ExperimentRuns, colors: dict[str, Any]) -> Any:
     methods = [m for m in runs.methods() if runs.latest_train(m) is not None]
     if not methods:
-        return _empty("no finished training runs")
-    fig, axes = _grid(len(methods), 4.6, 3.4)
+        return empty_figure("no finished training runs")
+    fig, axes = grid(len(methods), 4.6, 3.4)
     for ax, method in zip(axes, methods):
         run = runs.latest_train(method)
         for key, style in (("acc_largest", "-"), ("acc_middle", "--"), ("acc_smallest", ":")):

@@ -45,7 +45,8 @@ from typing import Any
 
 import pandas as pd
 
-from dashboards.compare import format_cost, method_order, resolve_uri
+from dashboards.compare import format_cost, method_order, open_experiment, resolve_uri
+from dashboards.figures import empty_figure, grid, pyplot
 from dashboards.fronts import (
     Front,
     common_grid,
@@ -174,14 +175,7 @@ def _load(experiment: str, uri: str, study: str | None = None,
     named in the notes. ``protocol`` (tag ``ofa.study_protocol``, the protocol's digest)
     keeps only runs of that exact protocol: an edited protocol's runs are a different study.
     """
-    from mlflow.tracking import MlflowClient
-
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(f"no MLflow store at {uri} (set MLFLOW_TRACKING_URI or --tracking-uri)")
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise UserError(f"unknown MLflow experiment {experiment!r} at {uri}")
+    client, exp = open_experiment(experiment, uri)
     every = client.search_runs([exp.experiment_id], max_results=50000)
     finished = [r for r in every if r.info.status == "FINISHED" and r.data.tags.get(_UNIT)
                 and not r.data.tags.get(_PARENT)
@@ -489,14 +483,6 @@ def _test_stat(per_seed: list[dict[str, float]]) -> dict[str, Any]:
 # ---------------------------------------------------------------- figures
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _render(make: Callable[[], Any]) -> bytes:
     """One figure as PNG bytes, every text drawn literally: recipe names and notes are user
@@ -504,7 +490,7 @@ def _render(make: Callable[[], Any]) -> bytes:
     TeX). Text objects read the setting when created and tick labels when drawn, so both
     happen inside the context. The same bytes go to the README's PNG and, base64, into the
     HTML: one rendering per figure (drawing is most of the report's time)."""
-    plt = _plt()
+    plt = pyplot()
     with plt.rc_context({"text.parse_math": False}):
         fig = make()
         try:
@@ -515,32 +501,17 @@ def _render(make: Callable[[], Any]) -> bytes:
     return png.getvalue()
 
 
-def _empty(message: str) -> Any:
-    fig, ax = _plt().subplots(figsize=(6, 1.6))
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
-    ax.set_axis_off()
-    return fig
-
-
-def _grid(n: int, width: float, height: float) -> tuple[Any, list[Any]]:
-    cols = min(n, 3)
-    rows = math.ceil(n / cols)
-    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    flat = [ax for row in axes for ax in row]
-    for ax in flat[n:]:
-        ax.set_axis_off()
-    return fig, flat[:n]
 
 
 def _colors(names: Sequence[str]) -> dict[str, Any]:
-    cmap = _plt().get_cmap("tab10")
+    cmap = pyplot().get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(names)}
 
 
 def _fig_curves(curves: list[tuple[str, dict[str, Any], tuple[tuple[str, float], ...]]]) -> Any:
     if not curves:
-        return _empty("no finished training runs")
-    fig, axes = _grid(len(curves), 4.8, 3.5)
+        return empty_figure("no finished training runs")
+    fig, axes = grid(len(curves), 4.8, 3.5)
     for ax, (label, series, phases) in zip(axes, curves):
         for key, style in _CURVE_STYLES:
             if key in series:
@@ -569,29 +540,15 @@ def _fig_curves(curves: list[tuple[str, dict[str, Any], tuple[tuple[str, float],
     return fig
 
 
-def _staircase(front: Front) -> tuple[list[float], list[float]]:
-    xs: list[float] = []
-    ys: list[float] = []
-    for i, (c, a) in enumerate(front.points):
-        if i:
-            xs.append(c)
-            ys.append(ys[-1])
-        xs.append(c)
-        ys.append(a)
-    xs.append(front.hi)
-    ys.append(ys[-1])
-    return xs, ys
-
-
 def _fig_fronts(results: Mapping[str, Any], fronts: Mapping[tuple[str, str], Any],
                 colors: Mapping[str, Any]) -> Any:
     if not fronts:
-        return _empty(f"no recipe has a test evaluation ({_EVAL_ARTIFACT})")
-    fig, ax = _plt().subplots(figsize=(7.5, 4.5))
+        return empty_figure(f"no recipe has a test evaluation ({_EVAL_ARTIFACT})")
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.5))
     for (recipe, seed), (front, points) in fronts.items():
         color = colors.get(recipe, "grey")
         ax.scatter([p[0] for p in points], [p[1] for p in points], s=10, alpha=0.3, color=color)
-        ax.plot(*_staircase(front), "-", color=color, lw=2,
+        ax.plot(*front.staircase(), "-", color=color, lw=2,
                 label=f"{recipe} seed {seed} ({front.n_subnets} subnets)")
     for peer in results["scratch"]:
         if _finite(peer["scratch_top1"]) and _finite(peer["macs"]):
@@ -615,8 +572,8 @@ def _fig_scratch(results: Mapping[str, Any], colors: Mapping[str, Any]) -> Any:
     peers = [p for p in results["scratch"]
              if _finite(p["scratch_top1"]) or _finite(p["recipe_top1"])]
     if not peers:
-        return _empty("no from-scratch peer with a test evaluation")
-    fig, ax = _plt().subplots(figsize=(max(4.5, 2.2 * len(peers)), 3.8))
+        return empty_figure("no from-scratch peer with a test evaluation")
+    fig, ax = pyplot().subplots(figsize=(max(4.5, 2.2 * len(peers)), 3.8))
     labels = []
     for i, p in enumerate(peers):
         if _finite(p["recipe_top1"]):
@@ -656,8 +613,8 @@ def _fig_cost(results: Mapping[str, Any]) -> Any:
                       "eval": c["eval"]}))
     if not bars or all(not _finite(v) for _, parts in bars for c in parts.values()
                        for v in c.values()):
-        return _empty("no finished study runs with cost metrics")
-    fig, axes = _plt().subplots(1, 3, figsize=(max(10.0, 1.4 * len(bars) * 3), 3.8))
+        return empty_figure("no finished study runs with cost metrics")
+    fig, axes = pyplot().subplots(1, 3, figsize=(max(10.0, 1.4 * len(bars) * 3), 3.8))
     names = [b for b, _ in bars]
     for ax, (metric, label) in zip(axes, (("device_hours", "device-hours"),
                                           ("dollars", "dollars"), ("co2_kg", "CO2 (kg)"))):

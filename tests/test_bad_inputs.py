@@ -290,6 +290,15 @@ def _cases(i: Inputs) -> list[tuple[str, list[str], str, dict[str, str]]]:
          no_gpu),
         ("submit-unknown-job", ["submit", "nope"], "nope", no_gpu),
         ("jobs-logs-no-id", ["jobs", "logs"], "job id", no_gpu),
+        ("study-unknown", ["study", "run", "nope"], "unknown study 'nope'", no_gpu),
+        ("study-unknown-scale", ["study", "status", "cifar10", "--scale", "huge"], "huge",
+         no_gpu),
+        ("study-out-is-file", ["study", "run", "cifar10", "--out", f], "is a file", no_gpu),
+        ("study-report-sqlite-not-db", ["study", "report", "cifar10", "--tracking-uri",
+                                        f"sqlite:///{i.not_a_db}"], "not a SQLite database",
+         no_gpu),
+        ("study-bad-action", ["study", "go", "cifar10"], "invalid choice", no_gpu),
+        ("train-resume-unknown-run", [*TRAIN, "--resume", "0" * 32], "no such run", no_gpu),
     ]
     import torch
 

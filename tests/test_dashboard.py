@@ -386,3 +386,11 @@ def test_report_sections_table_once_and_shared_teacher(mlflow_uri: str, store: d
     shared = text[text.index("<h2>Shared teacher"):text.index("<h2>Total cost")]
     assert "ofa, compofa" in shared and "teacher" in shared
     assert "bbox" not in text[:200]
+
+
+def test_a_front_plots_as_the_staircase_it_is_read_as() -> None:
+    from dashboards.fronts import pareto_front
+
+    front = pareto_front([(1.0, 0.1), (2.0, 0.3), (3.0, 0.2)])
+    assert front.staircase() == ([1.0, 2.0, 2.0, 3.0], [0.1, 0.1, 0.3, 0.3])
+    assert pareto_front([]).staircase() == ([], [])

@@ -263,6 +263,9 @@ def _resolve_resume(request: TrainRequest, tracking_uri: str) -> _Resumed | None
     from ofa_platform.tracking import COST_METRICS
 
     rid = request.resume_run_id
+    if tracking_uri.startswith("sqlite:///") and not os.path.isfile(
+            tracking_uri.removeprefix("sqlite:///")):  # asking would create an empty store
+        raise UserError(f"--resume {rid}: no such run in {tracking_uri}")
     try:
         run = MlflowClient(tracking_uri).get_run(rid)
     except MlflowException:
