@@ -136,6 +136,7 @@ def _study(path: Path, uri: str, out: Path, env: dict[str, str], log: Path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two study processes, each starting Ray: a bound, not a goal
 def test_a_study_interrupted_mid_training_resumes_and_skips_what_finished(
         tmp_path: Path, shared_data: Path) -> None:
     from mlflow.tracking import MlflowClient
@@ -176,7 +177,11 @@ def test_a_study_interrupted_mid_training_resumes_and_skips_what_finished(
 
     log2 = tmp_path / "second.txt"
     proc = _study(path, uri, out, env, log2)
-    assert proc.wait(timeout=1200) == 0, log2.read_text()[-3000:]
+    try:
+        assert proc.wait(timeout=1200) == 0, log2.read_text()[-3000:]
+    finally:  # a failed or timed-out test leaves no study running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     text = log2.read_text()
     for unit in ("train/bignas/seed0", "search/bignas/seed0", "eval/bignas/seed0"):
         assert f"[study] {unit}: done before" in text

@@ -99,14 +99,13 @@ phases:
 
 
 def _train_workers() -> list[int]:
-    import psutil
+    """PIDs of this test's Ray Train workers, asked of its own Ray cluster (another Ray on the
+    machine, a study or a second test run, has RayTrainWorker processes too)."""
+    from ray.util.state import list_actors
 
-    pids = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "RayTrainWorker" in cmd:
-            pids.append(p.info["pid"])
-    return pids
+    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"),
+                                  ("state", "=", "ALIVE")], detail=True)
+    return sorted(int(a.pid) for a in actors)
 
 
 def test_killed_worker_resumes_from_last_checkpoint(shared_data: Path, ray_local: object,
