@@ -99,13 +99,19 @@ phases:
 
 
 def _train_workers() -> list[int]:
-    """PIDs of this test's Ray Train workers, asked of its own Ray cluster (another Ray on the
-    machine, a study or a second test run, has RayTrainWorker processes too)."""
-    from ray.util.state import list_actors
+    """PIDs of this test's Ray Train workers: descendants of this process, which started the
+    local Ray they run in (another Ray on the machine, a study or a second test run, has
+    RayTrainWorker processes too)."""
+    import psutil
 
-    actors = list_actors(filters=[("class_name", "=", "RayTrainWorker"),
-                                  ("state", "=", "ALIVE")], detail=True)
-    return sorted(int(a.pid) for a in actors)
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return sorted(pids)
 
 
 def test_killed_worker_resumes_from_last_checkpoint(shared_data: Path, ray_local: object,
