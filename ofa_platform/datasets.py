@@ -35,7 +35,7 @@ __all__ = [
     "DatasetSplits", "default_datasets_dir", "list_dataset_recipes", "parse_data_spec",
     "load_dataset", "train_size", "make_synthetic", "iterate_batches", "check_parquet_content",
     "MAX_CLASSES", "RECIPE_METADATA_KEY", "recipe_metadata", "parquet_spec", "describe_spec",
-    "infer_resolutions", "load_test_split", "EVAL_SPLITS",
+    "infer_resolutions", "load_test_split", "test_split_rows", "EVAL_SPLITS",
 ]
 
 #: Where per-epoch and subnet accuracies are measured: ``val`` is held out of the training
@@ -688,14 +688,29 @@ def load_test_split(spec: DataSpec | str, limit: int | None = None) -> TensorIma
     a run uses: a study scores every subnet on the same images. Only Parquet datasets with a
     ``test.parquet`` beside ``train.parquet`` have one; anything else is a ``UserError``."""
     spec = parse_data_spec(spec) if isinstance(spec, str) else spec
+    test_file = _test_file(spec)
+    check_parquet_content(test_file, spec.n_classes)
+    blobs, labels, _ = _read_parquet_rows(test_file, limit)
+    return TensorImageDataset(_decode_all(blobs, f"parquet {test_file}"), labels)
+
+
+def test_split_rows(spec: DataSpec | str, limit: int | None = None) -> int:
+    """Images in the test split (at most ``limit``), from the file footer: nothing decoded.
+    No test split is the same ``UserError`` as :func:`load_test_split`'s."""
+    import pyarrow.parquet as pq
+
+    spec = parse_data_spec(spec) if isinstance(spec, str) else spec
+    n = pq.ParquetFile(_test_file(spec)).metadata.num_rows
+    return min(n, limit) if limit else n
+
+
+def _test_file(spec: DataSpec) -> Path:
     root = spec.path
     test_file = root / "test.parquet" if spec.kind == "parquet" and root is not None else None
     if test_file is None or not test_file.is_file():
         raise UserError(f"dataset {spec.name or spec.path}: no test split (a test.parquet "
                         "beside train.parquet); evaluate on 'val' instead")
-    check_parquet_content(test_file, spec.n_classes)
-    blobs, labels, _ = _read_parquet_rows(test_file, limit)
-    return TensorImageDataset(_decode_all(blobs, f"parquet {test_file}"), labels)
+    return test_file
 
 
 def train_size(spec: DataSpec | str, *, val_fraction: float = 0.1, seed: int = 0) -> int:

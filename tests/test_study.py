@@ -249,3 +249,25 @@ def test_resume_only_continues_an_unfinished_training_run(tmp_path: Path, state:
     with pytest.raises(UserError, match=message):
         prepare(TrainRequest(schedule="bignas", data="synthetic:32", workers=1,
                              tracking_uri=uri, resume_run_id=rid))
+
+
+def test_resume_finds_a_recipe_given_by_path_under_its_name(tmp_path: Path) -> None:
+    """A study's peer trains a generated recipe file; its run records the recipe's name."""
+    from mlflow.tracking import MlflowClient
+
+    from ofa_platform.train.runner import TrainRequest, prepare
+    from ofa_platform.train.schedule import default_schedules_dir
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("r"),
+                            tags={"ofa.kind": "train", "ofa.ray_run_name": "bignas-x"})
+    client.log_param(run.info.run_id, "schedule", "bignas")
+    client.log_param(run.info.run_id, "ray_storage", str(tmp_path / "ray"))
+    client.log_metric(run.info.run_id, "device_hours", 0.5)
+    client.set_terminated(run.info.run_id, "FAILED")
+    prep = prepare(TrainRequest(schedule=str(default_schedules_dir() / "bignas.yaml"),
+                                data="synthetic:32", workers=1, tracking_uri=uri,
+                                resume_run_id=run.info.run_id))
+    assert prep.run_name == "bignas-x" and prep.storage_path.endswith("ray")
+    assert dict(prep.prior_cost)["device_hours"] == 0.5

@@ -204,13 +204,20 @@ def _train(ctx: _Context, unit: StudyUnit, resume: str | None) -> str:
 
 
 def _finished_run(ctx: _Context, kind: str, unit: StudyUnit) -> str:
-    """The FINISHED run of ``unit``'s ``kind`` sibling (a search needs the training run)."""
-    status = unit_status(ctx.protocol, ctx.tracking_uri)
-    sibling = f"{kind}/{unit.subject}/seed{unit.seed}"
-    state, run_id = status.get(sibling, ("todo", ""))
-    if state != "done":
-        raise _UnitFailed("", f"{sibling} has not finished")
-    return run_id
+    """The FINISHED run of ``unit``'s ``kind`` sibling (a search needs the training run):
+    one query for that unit alone."""
+    from dataclasses import replace
+
+    from mlflow.tracking import MlflowClient
+
+    sibling = replace(unit, kind=kind)
+    client = MlflowClient(ctx.tracking_uri)
+    exp = client.get_experiment_by_name(ctx.protocol.experiment_name)
+    done = [r for r in _unit_runs(client, exp.experiment_id if exp else None, ctx.protocol,
+                                  sibling) if r.info.status == "FINISHED"]
+    if not done:
+        raise _UnitFailed("", f"{sibling.key} has not finished")
+    return str(done[0].info.run_id)
 
 
 def _checkpoint(ctx: _Context, unit: StudyUnit) -> str:
@@ -288,6 +295,7 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
     import pandas as pd
 
     from ofa_platform.costs import EnergyMeter, load_hardware
+    from ofa_platform.datasets import test_split_rows
     from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
     from ofa_platform.search.population import EvalSetup, PopulationEvaluator
     from ofa_platform.tracking import log_cost, tracked_run
@@ -321,7 +329,7 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
         ctx.progress(f"[study] {unit.key}: {len(archs)} subnets on the test split")
         top1 = evaluator.evaluate([a for _, _, a in archs])
         meter.stop()
-        n = _test_rows(p)
+        n = test_split_rows(p.data, p.test_images)
         rows = []
         for (source, name, arch), acc in zip(archs, top1, strict=True):
             macs, params = count_macs_params(supernet.plan, arch)
@@ -340,16 +348,6 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
                            | {"test_images": float(n), "subnets": float(len(rows))})
         log_cost(meter.report())
     return run.info.run_id
-
-
-def _test_rows(p: StudyProtocol) -> int:
-    import pyarrow.parquet as pq
-
-    from ofa_platform.datasets import parse_data_spec
-
-    spec = parse_data_spec(p.data)
-    n = pq.ParquetFile(Path(spec.path) / "test.parquet").metadata.num_rows
-    return min(n, p.test_images) if p.test_images else n
 
 
 def _run_unit(ctx: _Context, unit: StudyUnit, resume: str | None) -> str:

@@ -192,7 +192,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
         raise UserError(f"{n_train} training images cannot feed {request.workers} "
                         "workers; raise --subset")
     tracking_uri = resolve_tracking_uri(request.tracking_uri)
-    resumed = _resolve_resume(request, tracking_uri)
+    resumed = _resolve_resume(request, full.name, tracking_uri)
     if resumed is not None:
         request = replace(request, run_name=resumed.run_name,
                           storage_path=resumed.storage_path)
@@ -231,15 +231,12 @@ def prepare(request: TrainRequest) -> PreparedRun:
 
 def _eval_images(spec: Any, dataset: Any, request: TrainRequest) -> int:
     """How many images each per-epoch accuracy is measured on (checks a test split exists)."""
-    if request.eval_split == "test":
-        from ofa_platform.datasets import load_test_split
+    if request.eval_split == "test":  # no test split: one line now, not a worker crash later
+        from ofa_platform.datasets import load_test_split, test_split_rows
 
-        load_test_split(spec, 1)  # no test split: one line now, not a worker crash later
-        import pyarrow.parquet as pq
-
-        n = pq.ParquetFile(spec.path / "test.parquet").metadata.num_rows
-    else:
-        n = dataset.n_val
+        load_test_split(spec, 1)  # and its content checked, as every Parquet load is
+        return test_split_rows(spec, request.val_limit)
+    n = dataset.n_val
     return min(n, request.val_limit) if request.val_limit else n
 
 
@@ -252,7 +249,8 @@ class _Resumed:
     prior_cost: tuple[tuple[str, float], ...]
 
 
-def _resolve_resume(request: TrainRequest, tracking_uri: str) -> _Resumed | None:
+def _resolve_resume(request: TrainRequest, schedule: str, tracking_uri: str
+                    ) -> _Resumed | None:
     """Check ``resume_run_id`` names an unfinished training run of this schedule, and read
     the Ray run (name and storage) whose checkpoints it continues from."""
     if not request.resume_run_id:
@@ -275,9 +273,9 @@ def _resolve_resume(request: TrainRequest, tracking_uri: str) -> _Resumed | None
         raise UserError(f"--resume {rid}: not a training run")
     if run.info.status == "FINISHED":
         raise UserError(f"--resume {rid}: the run already finished")
-    if params.get("schedule") != request.schedule and tags.get("ofa.method") != request.schedule:
+    if params.get("schedule") != schedule:  # by name: a recipe given as a path is its stem
         raise UserError(f"--resume {rid}: that run trains {params.get('schedule')!r}, "
-                        f"not {request.schedule!r}")
+                        f"not {schedule!r}")
     prior = tuple((k, float(metrics[k])) for k in (*COST_METRICS, "wall_s") if k in metrics)
     return _Resumed(run_name=tags["ofa.ray_run_name"],
                     storage_path=params.get("ray_storage") or default_storage_path(),
