@@ -354,6 +354,9 @@ def _is_local(url: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
+JOB_STOP_WAIT_S = 60
+
+
 def _job_env(url: str, command: JobCommand, root: Path,
              mlflow_uri: str | None) -> dict[str, str]:
     """Environment for the job: where its outputs go, and the configs it was given.
@@ -370,7 +373,12 @@ def _job_env(url: str, command: JobCommand, root: Path,
     from ofa_platform.jobenv import PROJECT_ENV, STORAGE_ENV
 
     local = _is_local(url)
-    env = {"PYTHONUNBUFFERED": "1", PROJECT_ENV: str(root)}
+    env = {"PYTHONUNBUFFERED": "1", PROJECT_ENV: str(root),
+           # `ray job stop` sends SIGTERM, then SIGKILL after this many seconds (Ray's
+           # default 3 s, read by the job's supervisor from the job's env_vars): a training
+           # driver needs longer to stop Ray Train, log the cost and end its MLflow run.
+           "RAY_JOB_STOP_WAIT_TIME_S": os.environ.get("RAY_JOB_STOP_WAIT_TIME_S",
+                                                      str(JOB_STOP_WAIT_S))}
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri and local:
         uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -57,7 +57,8 @@ def test_recipe_smoke_run_then_checkpoint_search(shared_data: Path, ray_local: o
     ckpt = os.path.join(local, "supernet.pt")
     supernet, _ = load_supernet(ckpt)
     assert isinstance(supernet, ResNetSupernet) and supernet.plan.small_input
-    assert supernet.space.resolutions == (32,)
+    assert supernet.space.resolutions == prep.engine.data.resolutions   # the recipe's
+    assert max(supernet.space.resolutions) == 32
 
     found = run_search(SearchRequest(
         space="ofa_resnet50", targets=(1e6,), latency="measured:cpu", checkpoint=ckpt,
@@ -68,7 +69,7 @@ def test_recipe_smoke_run_then_checkpoint_search(shared_data: Path, ray_local: o
     [row] = found.rows
     assert row["feasible"] and row["unit"] == "ms"
     arch = supernet.space.parse_arch(row["arch_json"])
-    assert arch.r == 32 and row["measured_accuracy"] == row["measured_accuracy"]
+    assert arch.r in supernet.space.resolutions and row["measured_accuracy"] == row["measured_accuracy"]
     search_run = client.get_run(found.run_id)
     assert search_run.info.status == "FINISHED"
     assert search_run.data.tags["ofa.space"] == "ofa_resnet50"
