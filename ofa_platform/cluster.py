@@ -151,28 +151,33 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     """
     import logging
 
-    import ray
-
     if not verbose:
         # Tune's default console engine prints an experiment banner, its storage path and a
         # TensorBoard hint on stdout even at verbose=0; the legacy engine at 0 prints nothing
         # (the command's own progress display says what runs). Read when a Tuner fits.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    remote = address not in (None, "local")
+    token = load_token() if remote else None
+    if token:
+        _use_token(token)
+    import ray
+
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
     quiet: dict[str, Any] = {"log_to_driver": verbose, "configure_logging": verbose,
                              "logging_level": logging.INFO if verbose else logging.WARNING}
-    if address in (None, "local"):
+    if not remote:
         _start_local_ray(num_cpus, quiet)
         return
+    assert address is not None
     if address.startswith(("http://", "https://")):
         raise UserError(f"RAY_ADDRESS {address!r} is a dashboard URL (for submit and jobs); "
                         "a driver command needs the cluster's GCS address, HEAD:6379")
-    token = load_token()
-    if token:
-        os.environ["RAY_AUTH_MODE"] = "token"  # the driver process's own Ray settings
-        os.environ["RAY_AUTH_TOKEN"] = token
+    if not verbose:  # the driver's Ray core logs each failed retry of a join on stderr
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    if not token and _gcs_wants_token(address):  # one RPC, not Ray's 20 s of retries
+        raise UserError(_auth_message(address, None, "the cluster requires an auth token"))
     try:
         ray.init(address=address, **quiet)
     except _auth_error_type() as exc:
@@ -185,6 +190,41 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
             raise UserError(_auth_message(address, token, exc)) from None
         raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") \
             from None
+
+
+def _gcs_wants_token(address: str, timeout_s: float = 5.0) -> bool:
+    """Whether the GCS at ``HEAD:PORT`` refuses an unauthenticated call (a token-mode
+    cluster). Any other outcome (it answers, it cannot be reached) is False: joining then
+    says what happened."""
+    import grpc
+
+    channel = grpc.insecure_channel(address)
+    try:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId",
+                                   request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+        call(b"", timeout=timeout_s)
+    except grpc.RpcError as exc:
+        return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        channel.close()
+    return False
+
+
+def _use_token(token: str) -> None:
+    """Token mode for this driver process's Ray. Ray's core reads ``RAY_AUTH_MODE`` and the
+    token when its native module loads, and caches them: a command that imported Ray before
+    joining (``train`` imports Ray Train to define its callback) has them read again, else
+    its first call to the cluster fails unauthenticated."""
+    import sys
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = token
+    if "ray._raylet" in sys.modules:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")  # as Ray's own authentication test utilities reset it
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _start_local_ray(num_cpus: int | None, quiet: dict[str, Any]) -> None:
@@ -228,7 +268,7 @@ class _NeverRaised(Exception):
     pass
 
 
-def _auth_message(url: str, token: str | None, exc: BaseException) -> str:
+def _auth_message(url: str, token: str | None, exc: BaseException | str) -> str:
     if token is None or "Missing" in str(exc):
         return (f"the Ray cluster at {url} requires its auth token: put it in ~/.ray/auth_token, "
                 "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or pass --token-file")

@@ -198,7 +198,6 @@ def test_unknown_job_and_missing_config_fail_before_submitting(cluster: LocalClu
     assert res.returncode == 2 and "config file not found" in res.stderr
 
 
-@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_stop_a_job(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> None:
     """A stopped job ends STOPPED, and its MLflow run does not stay RUNNING."""
     from mlflow.tracking import MlflowClient
@@ -241,7 +240,6 @@ def _runs(mlflow_uri: str, experiment: str, kind: str) -> list:
             and "mlflow.parentRunId" not in r.data.tags]
 
 
-@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_train_search_compare_jobs(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str,
                                    shared_data: Path) -> None:
     """A smoke training job and a search job side by side, then the comparison job, each
@@ -346,7 +344,6 @@ def main(argv, names=None):
 """
 
 
-@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_driver_command_finds_the_clusters_token(cluster: LocalCluster, tmp_path: Path,
                                                  shared_data: Path) -> None:
     """``RAY_ADDRESS=HEAD:PORT ofa-platform search`` (targets spread over Ray tasks) against the

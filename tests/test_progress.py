@@ -89,7 +89,6 @@ def _train(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-@pytest.mark.unverified  # never passed here yet: README "Tests not yet run in CI"
 def test_training_shows_progress_not_ray_logs(tmp_path: Path) -> None:
     """Quiet by default: the display's epoch lines, no ``TrainingReport(`` and no Tune table;
     with ``--json`` stdout is the JSON alone (progress and, with ``--verbose``, Ray's own
