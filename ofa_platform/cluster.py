@@ -424,6 +424,10 @@ def _job_env(url: str, command: JobCommand, root: Path,
         uri = f"sqlite:///{root / 'mlflow.db'}"
     if uri:
         env["MLFLOW_TRACKING_URI"] = uri
+    if local:  # the job's `python` is this interpreter (its venv), not the first on the
+        # cluster's PATH: a cluster started from an unactivated venv finds no torch otherwise
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable),
+                                       os.environ.get("PATH", "")])
     storage = os.environ.get(STORAGE_ENV) or (str(root / "runs" / "ray") if local else None)
     if storage:
         env[STORAGE_ENV] = storage

@@ -452,6 +452,11 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         self.last_report: float | None = None
         self.t0: float | None = None
         self.epochs_seen = 0
+        # worker-group failures, seen two ways: Ray's exception hook (a worker raised) and a
+        # restart from a checkpoint mid-run (a lost node, for which Ray reports no exception);
+        # one failure usually shows both ways, so the larger count is the failures
+        self.exceptions = 0
+        self.restarts = 0
         self.failures = 0
         self.resumes: list[int] = []
 
@@ -520,14 +525,21 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
                                         artifact_path=f"phases/{p['name']}")
 
     def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
-        self.failures += 1
+        first = next(iter(worker_exceptions.values()), None)
+        self.exceptions += 1
+        self._count_failure(f"{type(first).__name__}: {first}")
+
+    def _count_failure(self, what: str) -> None:
+        """Log ``worker_failures`` (and say it) when a failure was newly seen."""
+        failures = max(self.exceptions, self.restarts)
+        if failures == self.failures:
+            return
+        self.failures = failures
         try:
             self._client().log_metric(self.run_id, "worker_failures", float(self.failures))
         except Exception:  # noqa: BLE001 - tracking must never kill training
             pass
-        first = next(iter(worker_exceptions.values()), None)
-        print(f"[ofa-train] worker failure {self.failures}: {type(first).__name__}: {first}",
-              flush=True)
+        print(f"[ofa-train] worker failure {self.failures}: {what}", flush=True)
 
     def _log(self, m: dict[str, Any]) -> None:
         from mlflow.entities import Metric, RunTag
@@ -544,8 +556,12 @@ class MlflowReportCallback(_import_user_callback()):  # type: ignore[misc]
         names = ("loss", "lr", "beta", "acc_smallest", "acc_middle", "acc_largest",
                  "images_per_s", "epoch_time_s", "train_time_s", "arch_digest", "steps",
                  "resumed_from")
+        restarts = len(self.resumes)
         values, marks = split_bookkeeping({k: float(m[k]) for k in names if k in m},
                                           self.resumes)
+        if self.epochs_seen > 1 and len(self.resumes) > restarts:  # restored mid-run
+            self.restarts += 1
+            self._count_failure(f"worker group restarted from epoch {self.resumes[-1]}")
         values["images_per_s_per_device"] = values.get("images_per_s", 0.0) / self.n_devices
         ts = int(now * 1000)
         batch = [Metric(k, v, ts, epoch) for k, v in values.items()]
