@@ -18,7 +18,6 @@ has a cost "from scratch" (its own phases, search, and the teacher) and "given t
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,11 +75,8 @@ def resolve_uri(explicit: str | None = None) -> str:
     """``explicit``, else the platform's tracking default (``MLFLOW_TRACKING_URI`` or SQLite)."""
     if explicit:
         return explicit
-    try:
-        from ofa_platform.tracking import resolve_tracking_uri
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    from ofa_platform.tracking import resolve_tracking_uri
+
     return resolve_tracking_uri(None)
 
 

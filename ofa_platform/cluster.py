@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ofa_platform.errors import ClusterError, UserError
+from ofa_platform.paths import project_root
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -55,11 +56,6 @@ JOB_EXCLUDES: tuple[str, ...] = (
 )
 
 _TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-
-
-def project_root() -> Path:
-    """The repository root: the working directory every job is shipped with."""
-    return Path(__file__).resolve().parents[1]
 
 
 def known_jobs(root: Path | None = None) -> list[str]:

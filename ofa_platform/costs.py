@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,26 +81,15 @@ class CostReport:
 
 
 _NUMERIC = ("price_per_hour", "watts", "pue", "co2_lbs_per_kwh")
-_FIELDS = {f.name for f in fields(HardwareSpec)} - {"name"}
 
 
 def _spec(name: str, data: Any, source: str) -> HardwareSpec:
-    if not isinstance(data, Mapping):
-        raise UserError(f"hardware {name!r} in {source}: expected a mapping")
-    errs = [f"{k}: unknown key" for k in sorted(set(map(str, data)) - _FIELDS)]
-    for k in _NUMERIC:
-        v = data.get(k)
-        if k in ("price_per_hour", "watts") and v is None:
-            errs.append(f"{k}: missing")
-        elif v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                or not math.isfinite(v) or v < 0):
-            errs.append(f"{k}: expected a non-negative number, got {v!r}")
-    if data.get("kind", "gpu") not in _KINDS:
-        errs.append(f"kind: {data.get('kind')!r} is not one of {', '.join(_KINDS)}")
-    if errs:
-        raise UserError(f"hardware {name!r} in {source}: " + "; ".join(errs))
-    kw = {k: (float(v) if k in _NUMERIC else v) for k, v in data.items()}
-    return HardwareSpec(name=name, **kw)
+    """One table entry read into :class:`HardwareSpec`: every bad field named at once."""
+    from ofa_platform.configs import read_dataclass
+
+    rules = {k: {"minimum": 0.0} for k in _NUMERIC} | {"kind": {"choices": _KINDS}}
+    return read_dataclass(data, HardwareSpec, f"hardware {name!r} in {source}",
+                          fixed={"name": name}, rules=rules)
 
 
 def load_hardware_table(table_path: str | Path | None = None) -> dict[str, HardwareSpec]:

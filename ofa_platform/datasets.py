@@ -29,6 +29,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ofa_platform.errors import UserError
+from ofa_platform.paths import project_root
+
+# EVAL_SPLITS: ``val`` is held out of the training rows (what a search may select on);
+# ``test`` is the dataset's own test split, whole (what a study reports, never selects on)
+from ofa_platform.train.request import EVAL_SPLITS
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DataSpec", "TensorImageDataset", "ImageFileDataset",
@@ -37,11 +42,6 @@ __all__ = [
     "MAX_CLASSES", "RECIPE_METADATA_KEY", "recipe_metadata", "parquet_spec", "describe_spec",
     "infer_resolutions", "load_test_split", "test_split_rows", "EVAL_SPLITS",
 ]
-
-#: Where per-epoch and subnet accuracies are measured: ``val`` is held out of the training
-#: rows (what a search may select on); ``test`` is the dataset's own test split, whole
-#: (what a study reports, never what it selects on).
-EVAL_SPLITS = ("val", "test")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,13 +55,11 @@ _RECIPE_KEYS = {"name", "description", "kind", "path", "n", "resolutions", "mean
                 "small_input", "n_classes", "image_size"}
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
 def default_datasets_dir() -> Path:
     """``jobs/datasets/`` of this checkout (the package is installed editable)."""
-    return _repo_root() / "jobs" / "datasets"
+    from ofa_platform.paths import jobs_dir
+
+    return jobs_dir("datasets")
 
 
 def _mix(*values: int) -> int:
@@ -124,25 +122,24 @@ def _load_recipe(path: Path) -> DataSpec:
         raise UserError(f"{where}: cannot read ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping")
-    errs = [f"{k}: unknown key" for k in sorted(set(map(str, data)) - _RECIPE_KEYS)]
-    kind = data.get("kind")
-    if kind not in _KINDS:
-        errs.append(f"kind: {kind!r} is not one of {', '.join(_KINDS)}")
-    if kind in ("parquet", "imagefolder") and not isinstance(data.get("path"), str):
-        errs.append("path: missing (relative to the repository's parent directory)")
+    from ofa_platform.configs import ConfigReader
+
+    r = ConfigReader()
+    r.unknown(data, _RECIPE_KEYS, "")
+    kind = r.get(data, "kind", "str", "", required=True, choices=_KINDS)
+    if kind in ("parquet", "imagefolder"):
+        r.get(data, "path", "str", "", required=True)
     for key in ("mean", "std"):
         v = data.get(key)
         if v is not None and not (isinstance(v, list) and len(v) == 3 and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
-            errs.append(f"{key}: expected three numbers")
+            r.errors.append(f"{key}: expected three numbers")
     for key in ("n", "n_classes", "image_size"):
-        v = data.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            errs.append(f"{key}: expected a positive integer, got {v!r}")
-    if "small_input" in data and not isinstance(data["small_input"], bool):
-        errs.append(f"small_input: expected bool, got {data['small_input']!r}")
-    if errs:
-        raise UserError(f"{where}: " + "; ".join(errs))
+        r.get(data, key, "int", "", positive=True)
+    r.get(data, "small_input", "bool", "")
+    r.get(data, "name", "str", "")
+    r.get(data, "description", "str", "")
+    r.finish(where)
     rel = data.get("path")
     if kind == "parquet" and rel and "://" in rel:  # a remote dataset (s3://...), read by pyarrow
         return replace(_load_recipe_local(data, path, where, None), uri=rel)
@@ -154,7 +151,7 @@ def _load_recipe_local(data: dict[str, Any], path: Path, where: str,
     kind = data["kind"]
     return DataSpec(
         kind=kind, name=str(data.get("name", path.stem)),
-        path=(_repo_root().parent / rel) if rel else None,
+        path=(project_root().parent / rel) if rel else None,
         n=data.get("n"),
         resolutions=(_parse_resolutions(data["resolutions"], where)
                      if data.get("resolutions") is not None else None),
@@ -448,9 +445,6 @@ def check_parquet_content(path: str | Path, n_classes: int | None = None,
     images spread over the first row group decodes. Each error names file, column and row.
     Only the label column is read whole; images come from statistics and one row group.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -458,7 +452,21 @@ def check_parquet_content(path: str | Path, n_classes: int | None = None,
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"parquet {path}: cannot read ({type(exc).__name__})") from None
-    schema = pf.schema_arrow
+    _check_columns(path, pf.schema_arrow)
+    _check_labels(path, pf, n_classes)
+    _check_images_present(path, pf)
+    if pf.metadata.num_row_groups == 0 or image_sample < 1:
+        return
+    first = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()
+    picks = sorted({round(i * (len(first) - 1) / max(image_sample - 1, 1))
+                    for i in range(min(image_sample, len(first)))})
+    _check_decodes(path, [(i, first[i]) for i in picks])
+
+
+def _check_columns(path: Path, schema: Any) -> None:
+    """An ``image`` column of bytes and an integer ``label`` column."""
+    import pyarrow as pa
+
     missing = [c for c in ("image", "label") if c not in schema.names]
     if missing:
         raise UserError(f"parquet {path}: needs columns 'image' and 'label', has "
@@ -472,46 +480,54 @@ def check_parquet_content(path: str | Path, n_classes: int | None = None,
     if not (pa.types.is_binary(image_type) or pa.types.is_large_binary(image_type)):
         raise UserError(f"parquet {path}: column 'image' holds {image_type}, expected encoded "
                         "image bytes (binary)")
+
+
+def _check_labels(path: Path, pf: Any, n_classes: int | None) -> None:
+    """No null or negative label, none beyond the declared classes (``n_classes``, else the
+    file's ``classes`` metadata, else :data:`MAX_CLASSES`); the first bad row named."""
+    import numpy as np
+    import pyarrow.compute as pc
+
     labels = pf.read(columns=["label"]).column("label")
     if labels.null_count:
         row = _first_row(pc.is_null(labels).to_numpy(zero_copy_only=False))
         raise UserError(f"parquet {path}: column 'label' is null at row {row}")
     values = labels.to_numpy()
-    if values.size:
-        if values.min() < 0:
-            row = int(np.argmax(values < 0))
-            raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row "
-                            f"{row}; labels must be >= 0")
-        meta = schema.metadata or {}
-        declared = n_classes
-        where = "classes given"
-        if declared is None and b"classes" in meta:
-            declared = len(meta[b"classes"].decode().split(","))
-            where = "classes in the file's metadata"
-        limit = declared if declared is not None else MAX_CLASSES
-        if declared is None:
-            where = "classes any dataset has (no classes declared in the file's metadata)"
-        if values.max() >= limit:
-            row = int(np.argmax(values >= limit))
-            raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row {row}; "
-                            f"beyond the {limit:,} {where}")
+    if not values.size:
+        return
+    if values.min() < 0:
+        row = int(np.argmax(values < 0))
+        raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row "
+                        f"{row}; labels must be >= 0")
+    meta = pf.schema_arrow.metadata or {}
+    if n_classes is not None:
+        limit, where = n_classes, "classes given"
+    elif b"classes" in meta:
+        limit, where = len(meta[b"classes"].decode().split(",")), "classes in the file's metadata"
+    else:
+        limit = MAX_CLASSES
+        where = "classes any dataset has (no classes declared in the file's metadata)"
+    if values.max() >= limit:
+        row = int(np.argmax(values >= limit))
+        raise UserError(f"parquet {path}: column 'label' is {int(values[row])} at row {row}; "
+                        f"beyond the {limit:,} {where}")
+
+
+def _check_images_present(path: Path, pf: Any) -> None:
+    """No null image: read from the row groups' statistics, a group read only when its
+    statistics do not say."""
+    import pyarrow.compute as pc
+
     offset = 0
+    image = pf.schema_arrow.get_field_index("image")
     for rg in range(pf.metadata.num_row_groups):
-        col = pf.metadata.row_group(rg).column(schema.get_field_index("image"))
-        stats = col.statistics
-        n_rows = pf.metadata.row_group(rg).num_rows
+        stats = pf.metadata.row_group(rg).column(image).statistics
         if stats is None or not stats.has_null_count or stats.null_count:
             images = pf.read_row_group(rg, columns=["image"]).column("image")
             if images.null_count:
                 row = _first_row(pc.is_null(images).to_numpy(zero_copy_only=False))
                 raise UserError(f"parquet {path}: column 'image' is null at row {offset + row}")
-        offset += n_rows
-    if pf.metadata.num_row_groups == 0 or image_sample < 1:
-        return
-    first = pf.read_row_group(0, columns=["image"]).column("image").to_pylist()
-    picks = sorted({round(i * (len(first) - 1) / max(image_sample - 1, 1))
-                    for i in range(min(image_sample, len(first)))})
-    _check_decodes(path, [(i, first[i]) for i in picks])
+        offset += pf.metadata.row_group(rg).num_rows
 
 
 def _check_decodes(path: Path, rows: Sequence[tuple[int, bytes | None]]) -> None:
@@ -869,34 +885,62 @@ def iterate_batches(dataset: DatasetSplits | Dataset, *, batch_size: int, resolu
     idx = _order(len(split), train=train, seed=seed, epoch=epoch, rank=rank,
                  world_size=world_size)
     slices = _batch_slices(len(idx), batch_size, train)
+    keys = (seed, epoch, rank)
     if isinstance(split, TensorImageDataset):
-        g = torch.Generator().manual_seed(_mix(seed, epoch, rank, 0xA06))
-        for a, b in slices:
-            sel = idx[a:b]
-            x = split.images[sel]
-            if device is not None:
-                x = x.to(device, non_blocking=True)
-            if train:
-                x = _pad_crop_flip(x, g)
-            y = split.labels[sel]
-            yield _resize(_normalise(x, mean, std), resolution), (
-                y if device is None else y.to(device, non_blocking=True))
-        return
-    if isinstance(split, ImageFileDataset):
-        from torch.utils.data import DataLoader
+        yield from _tensor_batches(split, idx, slices, keys, resolution, train, mean, std, device)
+    elif isinstance(split, ImageFileDataset):
+        yield from _file_batches(split, idx, slices, keys, resolution, train, mean, std, device,
+                                 num_workers)
+    else:
+        yield from _item_batches(split, idx, slices, keys, resolution, train, mean, std)
 
-        collate = _FileBatch(split, resolution, train, seed)
-        jobs = [(_mix(seed, epoch, rank, k), idx[a:b].tolist())
-                for k, (a, b) in enumerate(slices)]
-        loader = DataLoader(jobs, batch_size=1, shuffle=False, collate_fn=collate,
-                            num_workers=num_workers, persistent_workers=False)
-        for x, y in loader:
-            if device is not None:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            yield _normalise(x, mean, std), y
-        return
-    # any other torch Dataset of (uint8 CHW, label): stack per batch, same augmentation
-    g = torch.Generator().manual_seed(_mix(seed, epoch, rank, 0xA06))
+
+_Slices = Sequence[tuple[int, int]]
+
+
+def _tensor_batches(split: TensorImageDataset, idx: torch.Tensor, slices: _Slices,
+                    keys: tuple[int, int, int], resolution: int, train: bool,
+                    mean: Sequence[float], std: Sequence[float],
+                    device: torch.device | str | None
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """In-memory images as whole-batch tensor ops, on ``device`` when given."""
+    g = torch.Generator().manual_seed(_mix(*keys, 0xA06))
+    for a, b in slices:
+        sel = idx[a:b]
+        x = split.images[sel]
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+        if train:
+            x = _pad_crop_flip(x, g)
+        y = split.labels[sel]
+        yield _resize(_normalise(x, mean, std), resolution), (
+            y if device is None else y.to(device, non_blocking=True))
+
+
+def _file_batches(split: ImageFileDataset, idx: torch.Tensor, slices: _Slices,
+                  keys: tuple[int, int, int], resolution: int, train: bool,
+                  mean: Sequence[float], std: Sequence[float],
+                  device: torch.device | str | None, num_workers: int
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Image files decoded a batch at a time, in ``num_workers`` DataLoader processes."""
+    from torch.utils.data import DataLoader
+
+    collate = _FileBatch(split, resolution, train, keys[0])
+    jobs = [(_mix(*keys, k), idx[a:b].tolist()) for k, (a, b) in enumerate(slices)]
+    loader = DataLoader(jobs, batch_size=1, shuffle=False, collate_fn=collate,
+                        num_workers=num_workers, persistent_workers=False)
+    for x, y in loader:
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield _normalise(x, mean, std), y
+
+
+def _item_batches(split: Dataset, idx: torch.Tensor, slices: _Slices,
+                  keys: tuple[int, int, int], resolution: int, train: bool,
+                  mean: Sequence[float], std: Sequence[float]
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Any other torch Dataset of (uint8 CHW, label): stacked per batch, same augmentation."""
+    g = torch.Generator().manual_seed(_mix(*keys, 0xA06))
     for a, b in slices:
         items = [split[int(i)] for i in idx[a:b]]
         x = torch.stack([_resize_hw(im, resolution, resolution) for im, _ in items])

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ofa_platform.paths import project_root
+
 __all__ = ["BOOKKEEPING", "COST_METRICS", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG",
            "artifact_root", "cost_metrics", "ensure_experiment", "experiment_url", "log_cost",
            "mark_model_training", "resolve_tracking_uri", "split_bookkeeping", "tracked_run"]
@@ -30,9 +32,6 @@ EXPERIMENT_KIND = "custom_model_development"
 #: epoch a restarted job resumed from): MLflow tags ``ofa.<name>``, not metrics plotted beside
 #: accuracy.
 BOOKKEEPING = ("arch_digest", "resumed_from")
-
-_PROJECT_DIR = Path(__file__).resolve().parents[1]
-
 
 class _CostLike(Protocol):
     device_hours: float
@@ -53,7 +52,7 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{_PROJECT_DIR / 'mlflow.db'}"
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def artifact_root(tracking_uri: str) -> str | None:
@@ -99,7 +98,9 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
     tag goes, ``ofa.attempts`` counts the attempts; the same params may be logged again).
 
     The exception always propagates; the run's status is set before it does, so no path out
-    of the ``with`` block leaves the run RUNNING. Nested runs need an active parent run.
+    of the ``with`` block leaves the run RUNNING. A block that ends the run itself
+    (``mlflow.end_run(status="FAILED")``: a job that failed and was recorded, with nothing to
+    raise) keeps the status it set. Nested runs need an active parent run.
     """
     import mlflow
 
@@ -129,7 +130,9 @@ def tracked_run(experiment: str, run_name: str, *, tags: Mapping[str, str],
         mlflow.set_tag("ofa.interrupted", "true")
         raise
     finally:
-        mlflow.end_run(status=status)
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run.info.run_id:
+            mlflow.end_run(status=status)
 
 
 def mark_model_training(experiment_id: str, client: Any = None) -> None:

@@ -100,6 +100,62 @@ class NetworkPlan:
         return tuple(ins)
 
 
+@dataclass(frozen=True)
+class _Trunk:
+    """What distinguishes one MBConv family's network at a width: stem, first block, stage
+    widths/strides/activations/SE, default depths and the head."""
+
+    stem: int
+    first: BlockPlan
+    stage_widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    acts: tuple[str, ...]
+    ses: tuple[bool, ...]
+    slots: tuple[int, ...]
+    final_expand: int | None
+    mix: int
+    stem_act: str
+    mix_act: str
+    mix_bn: bool
+    eps: float
+
+
+def _mbv3_trunk(width_mult: float) -> _Trunk:
+    """MobileNetV3-Large as OFA builds it (``OFAMobileNetV3``)."""
+    base = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
+    widths = [make_divisible(b * width_mult, 8) for b in base[:-2]]
+    stem = widths[0]
+    return _Trunk(
+        stem=stem,
+        first=BlockPlan(in_ch=stem, out_ch=widths[1], kernel=3, stride=1, act="relu",
+                        se=False, shortcut=stem == widths[1]),
+        stage_widths=tuple(widths[2:]), strides=(2, 2, 2, 1, 2),
+        acts=("relu", "relu", "h_swish", "h_swish", "h_swish"),
+        ses=(False, True, False, True, True), slots=(4,) * 5,
+        final_expand=make_divisible(base[-2] * width_mult, 8),
+        mix=make_divisible(base[-1] * width_mult, 8),
+        stem_act="h_swish", mix_act="h_swish", mix_bn=False, eps=1e-5)
+
+
+def _proxyless_trunk(width_mult: float) -> _Trunk:
+    """ProxylessNAS-Mobile as OFA builds it (``OFAProxylessNASNets``)."""
+    base = (32, 16, 24, 40, 80, 96, 192, 320, 1280)
+    stem = make_divisible(base[0] * width_mult, 8)
+    return _Trunk(
+        stem=stem,
+        first=BlockPlan(in_ch=stem, out_ch=make_divisible(base[1] * width_mult, 8), kernel=3,
+                        stride=1, act="relu6", se=False, shortcut=False),
+        stage_widths=tuple(make_divisible(b * width_mult, 8) for b in base[2:-1]),
+        strides=(2, 2, 2, 1, 2, 1), acts=("relu6",) * 6, ses=(False,) * 6,
+        slots=(4, 4, 4, 4, 4, 1), final_expand=None,
+        mix=make_divisible(base[-1] * width_mult, 8) if width_mult > 1.0 else base[-1],
+        stem_act="relu6", mix_act="relu6", mix_bn=True, eps=1e-3)
+
+
+#: MBConv families by name (``resnet`` has its own plan type, see :func:`network_plan`)
+_TRUNKS = {"mbv3": _mbv3_trunk, "proxyless": _proxyless_trunk}
+
+
 def network_plan(family: str, width_mult: float = 1.0, n_classes: int = 1000,
                  small_input: bool = False, n_slots: tuple[int, ...] | None = None) -> NetworkPlan:
     """The network of ``family`` at ``width_mult``; ``n_slots`` (blocks per stage) defaults to
@@ -109,48 +165,21 @@ def network_plan(family: str, width_mult: float = 1.0, n_classes: int = 1000,
         from search_spaces.resnet_plan import resnet_plan
 
         return resnet_plan(width_mult, n_classes, small_input)  # type: ignore[return-value]
-    if family == "mbv3":
-        base = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
-        widths = [make_divisible(b * width_mult, 8) for b in base[:-2]]
-        strides = [2, 2, 2, 1, 2]
-        acts = ["relu", "relu", "h_swish", "h_swish", "h_swish"]
-        ses = [False, True, False, True, True]
-        slots = n_slots or (4,) * 5
-        stem = widths[0]
-        first = BlockPlan(in_ch=stem, out_ch=widths[1], kernel=3, stride=1, act="relu", se=False,
-                          shortcut=stem == widths[1])
-        stage_widths = widths[2:]
-        final_expand = make_divisible(base[-2] * width_mult, 8)
-        mix = make_divisible(base[-1] * width_mult, 8)
-        stem_act, mix_act, mix_bn, eps = "h_swish", "h_swish", False, 1e-5
-    elif family == "proxyless":
-        base = (32, 16, 24, 40, 80, 96, 192, 320, 1280)
-        stem = make_divisible(base[0] * width_mult, 8)
-        first_w = make_divisible(base[1] * width_mult, 8)
-        stage_widths = [make_divisible(b * width_mult, 8) for b in base[2:-1]]
-        strides = [2, 2, 2, 1, 2, 1]
-        acts = ["relu6"] * 6
-        ses = [False] * 6
-        slots = n_slots or (4, 4, 4, 4, 4, 1)
-        first = BlockPlan(in_ch=stem, out_ch=first_w, kernel=3, stride=1, act="relu6", se=False,
-                          shortcut=False)
-        final_expand = None
-        mix = make_divisible(base[-1] * width_mult, 8) if width_mult > 1.0 else base[-1]
-        stem_act, mix_act, mix_bn, eps = "relu6", "relu6", True, 1e-3
-    else:
+    if family not in _TRUNKS:
         raise ValueError(f"unknown supernet family {family!r}; known: {', '.join(FAMILIES)}")
-    if len(slots) != len(stage_widths):
-        raise ValueError(f"{family}: {len(slots)} stage depths for {len(stage_widths)} stages")
-    stem_stride = 1 if small_input else 2
-    if small_input:
-        strides = [1] + strides[1:]
+    t = _TRUNKS[family](width_mult)
+    slots = n_slots or t.slots
+    if len(slots) != len(t.stage_widths):
+        raise ValueError(f"{family}: {len(slots)} stage depths for {len(t.stage_widths)} stages")
+    strides = (1, *t.strides[1:]) if small_input else t.strides
     stages = tuple(StagePlan(width=w, stride=s, act=a, se=se, n_slots=n)
-                   for w, s, a, se, n in zip(stage_widths, strides, acts, ses, slots))
+                   for w, s, a, se, n in zip(t.stage_widths, strides, t.acts, t.ses, slots))
     return NetworkPlan(family=family, width_mult=width_mult, n_classes=n_classes,
-                       small_input=small_input, stem_ch=stem, stem_stride=stem_stride,
-                       stem_act=stem_act, first_block=first, stages=stages,
-                       final_expand_ch=final_expand, feature_mix_ch=mix, feature_mix_bn=mix_bn,
-                       feature_mix_act=mix_act, bn_eps=eps)
+                       small_input=small_input, stem_ch=t.stem,
+                       stem_stride=1 if small_input else 2, stem_act=t.stem_act,
+                       first_block=t.first, stages=stages, final_expand_ch=t.final_expand,
+                       feature_mix_ch=t.mix, feature_mix_bn=t.mix_bn, feature_mix_act=t.mix_act,
+                       bn_eps=t.eps)
 
 
 @dataclass(frozen=True)

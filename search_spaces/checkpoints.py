@@ -264,6 +264,26 @@ def load_ofa_checkpoint(supernet: Supernet,
     kernel-transform matrices become identity; matrices in the file for a supernet without
     them are accepted only if they are identity (otherwise the subnets would differ).
     """
+    state, where = _ofa_state(path_or_state_dict)
+    net_sd = supernet.state_dict()
+    named = _match_keys(supernet, state, where)
+    _check_shapes(supernet, named, where)
+    new_state = {}
+    for k, v in net_sd.items():
+        if k in named:
+            new_state[k] = named[k][1].to(dtype=v.dtype)
+        elif _MATRIX.search(k):
+            new_state[k] = torch.eye(v.shape[0], dtype=v.dtype)
+        else:
+            new_state[k] = v
+    supernet.load_state_dict(new_state)
+    return supernet
+
+
+def _ofa_state(path_or_state_dict: str | os.PathLike[str] | dict[str, Any]
+               ) -> tuple[dict[str, Any], str]:
+    """The file's (or dict's) state dict with OFA's key style normalised, and how to name
+    it in errors; an ofa-platform checkpoint or anything without a state dict is refused."""
     if isinstance(path_or_state_dict, dict):
         data: Any = path_or_state_dict
         where = "<state dict>"
@@ -276,10 +296,16 @@ def load_ofa_checkpoint(supernet: Supernet,
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"checkpoint {where}: not an OFA checkpoint (no state_dict)")
-    state = {_normalise(k): v for k, v in state.items()}
-    net_sd = supernet.state_dict()
+    return {_normalise(k): v for k, v in state.items()}, where
+
+
+def _match_keys(supernet: Supernet, state: dict[str, Any],
+                where: str) -> dict[str, tuple[str, Any]]:
+    """Our state-dict key -> (the file's key, tensor). Every key of ours but the
+    kernel-transform matrices and BN counters must be there, no key of theirs left over;
+    their matrices for a space without them must be identity (else subnets would differ)."""
     key_fn = _key_fn(supernet)
-    wanted = {key_fn(k): k for k in net_sd}
+    wanted = {key_fn(k): k for k in supernet.state_dict()}
     # ResNet50D files may use OFA's static layout (one level less deep); accept either
     static_of = ({t: _resnet_static_key(t) for t in wanted}
                  if supernet.plan.family == "resnet" else {})
@@ -300,26 +326,16 @@ def load_ofa_checkpoint(supernet: Supernet,
     if missing or extra_keys:
         example = (missing or extra_keys)[0]
         raise CheckpointError(f"checkpoint {where}: does not match {_describe(supernet)} "
-                        f"({len(missing)} missing, {len(extra_keys)} unexpected keys, e.g. "
-                        f"{example})")
+                              f"({len(missing)} missing, {len(extra_keys)} unexpected keys, "
+                              f"e.g. {example})")
     for k in foreign_matrices:
         m = state[k]
         if not (isinstance(m, torch.Tensor) and m.dim() == 2 and m.shape[0] == m.shape[1]
                 and torch.equal(m.float(), torch.eye(m.shape[0]))):
-            raise CheckpointError(f"checkpoint {where}: has trained kernel-transform matrices but "
-                            f"space {supernet.space.name} has none; load it into a space with "
-                            "kernel_transform (e.g. ofa_mbv3)")
-    _check_shapes(supernet, named, where)
-    new_state = {}
-    for k, v in net_sd.items():
-        if k in named:
-            new_state[k] = named[k][1].to(dtype=v.dtype)
-        elif _MATRIX.search(k):
-            new_state[k] = torch.eye(v.shape[0], dtype=v.dtype)
-        else:
-            new_state[k] = v
-    supernet.load_state_dict(new_state)
-    return supernet
+            raise CheckpointError(f"checkpoint {where}: has trained kernel-transform matrices "
+                                  f"but space {supernet.space.name} has none; load it into a "
+                                  "space with kernel_transform (e.g. ofa_mbv3)")
+    return named
 
 
 def _check_checkpoint_content(path: str | os.PathLike[str], data: Any) -> None:

@@ -18,7 +18,7 @@ from search_spaces.ops import ConvBNAct, GlobalAvgPool
 from search_spaces.space import SearchSpace
 from search_spaces.supernet import Supernet
 
-__all__ = ["MobileNetV3Supernet", "ofa_mbv3", "compofa_mbv3", "compofa_mbv3_ek", "deps_mbv3"]
+__all__ = ["MobileNetV3Supernet"]
 
 
 def mbv3_head(in_ch: int, final_expand_ch: int, mix_ch: int, act: str, bn_eps: float,
@@ -53,32 +53,3 @@ def _create_mobilenet_v3(space: SearchSpace, *, width_mult: float = 1.0, n_class
     spec = spec or {"space": space.name, "width_mult": width_mult, "n_classes": n_classes,
                     "small_input": small_input, "dropout": dropout}
     return MobileNetV3Supernet(space, plan, dropout=dropout, spec=spec)
-
-
-# Architecture as data: the spaces this file serves and the width multipliers OFA published.
-SPACES = ("ofa_mbv3", "compofa_mbv3", "compofa_mbv3_ek", "deps_mbv3")
-PUBLISHED_WIDTHS = (1.0, 1.2)
-
-
-def _by_name(name: str, **kwargs: Any) -> MobileNetV3Supernet:
-    from search_spaces.registry import create_supernet
-
-    net = create_supernet(name, **kwargs)
-    assert isinstance(net, MobileNetV3Supernet)
-    return net
-
-
-def ofa_mbv3(**kwargs: Any) -> MobileNetV3Supernet:
-    return _by_name("ofa_mbv3", **kwargs)
-
-
-def compofa_mbv3(**kwargs: Any) -> MobileNetV3Supernet:
-    return _by_name("compofa_mbv3", **kwargs)
-
-
-def compofa_mbv3_ek(**kwargs: Any) -> MobileNetV3Supernet:
-    return _by_name("compofa_mbv3_ek", **kwargs)
-
-
-def deps_mbv3(**kwargs: Any) -> MobileNetV3Supernet:
-    return _by_name("deps_mbv3", **kwargs)

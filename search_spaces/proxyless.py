@@ -17,7 +17,7 @@ from search_spaces.ops import ConvBNAct, GlobalAvgPool
 from search_spaces.space import SearchSpace
 from search_spaces.supernet import Supernet
 
-__all__ = ["ProxylessSupernet", "ofa_proxyless", "compofa_proxyless"]
+__all__ = ["ProxylessSupernet"]
 
 
 def proxyless_head(in_ch: int, mix_ch: int, act: str, bn_eps: float,
@@ -48,24 +48,3 @@ def _create_proxyless(space: SearchSpace, *, width_mult: float = 1.0, n_classes:
     spec = spec or {"space": space.name, "width_mult": width_mult, "n_classes": n_classes,
                     "small_input": small_input, "dropout": dropout}
     return ProxylessSupernet(space, plan, dropout=dropout, spec=spec)
-
-
-# Architecture as data: the spaces this file serves and the width multipliers OFA published.
-SPACES = ("ofa_proxyless", "compofa_proxyless")
-PUBLISHED_WIDTHS = (1.3,)
-
-
-def _by_name(name: str, **kwargs: Any) -> ProxylessSupernet:
-    from search_spaces.registry import create_supernet
-
-    net = create_supernet(name, **kwargs)
-    assert isinstance(net, ProxylessSupernet)
-    return net
-
-
-def ofa_proxyless(**kwargs: Any) -> ProxylessSupernet:
-    return _by_name("ofa_proxyless", **kwargs)
-
-
-def compofa_proxyless(**kwargs: Any) -> ProxylessSupernet:
-    return _by_name("compofa_proxyless", **kwargs)

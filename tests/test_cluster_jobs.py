@@ -179,10 +179,10 @@ def test_bad_config_fails_fast_with_the_error_in_its_logs(cluster: LocalCluster,
     assert res.returncode == 1, res.stdout + res.stderr
     assert "FAILED" in res.stderr
     assert "epochs_typo" in res.stdout        # the config error, followed from the job's logs
-    assert f"{bad}: unknown keys epochs_typo" in res.stdout   # naming the user's file
+    assert f"{bad}: epochs_typo: unknown key" in res.stdout   # naming the user's file
     job_id = _job_id(res.stdout)
     logs = _cli(["jobs", "logs", job_id, "--address", cluster.address], cluster)
-    assert logs.returncode == 0 and "unknown keys epochs_typo" in logs.stdout
+    assert logs.returncode == 0 and "epochs_typo: unknown key" in logs.stdout
     listed = _cli(["jobs", "list", "--address", cluster.address], cluster)
     assert job_id in listed.stdout and "FAILED" in listed.stdout
     row = next(line for line in listed.stdout.splitlines() if job_id in line)

@@ -56,7 +56,7 @@ def test_the_shipped_study_and_its_paper_scale_load() -> None:
     ("recipes: [ofa, ofa]", "listed twice"),
     ("subset: 0", "subset: expected a positive integer"),
     ("epoch_scale: 2", "epoch_scale: expected a number in (0, 1]"),
-    ("colour: blue", "unknown keys colour"),
+    ("colour: blue", "colour: unknown key"),
     ("search: {samples: 3}", "search.samples"),
     ("search: {strategy: guess}", "search.strategy"),
     ("peers: [{recipe: ofa, arch: smallest}]", "peers[0].recipe"),
@@ -76,7 +76,7 @@ def test_an_unknown_scale_names_the_known_ones(tmp_path: Path) -> None:
     assert load_study(path, "big").subset == 400
     with pytest.raises(UserError, match="no scale 'huge'; known: default, big"):
         load_study(path, "huge")
-    with pytest.raises(UserError, match="unknown keys colour"):
+    with pytest.raises(UserError, match="colour: unknown key"):
         load_study(_write(tmp_path, TINY + "scales: {big: {colour: 1}}\n", "b.yaml"), "big")
 
 

@@ -71,23 +71,14 @@ def phase_runs(schedule: Schedule, space: SearchSpace) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ofa_platform.train.schedule import list_schedules, load_schedule
-
-    if not args.name:
-        schedules = [load_schedule(n, args.dir) for n in list_schedules(args.dir)]
-        if args.json:
-            print(json.dumps([{"name": s.name, "space": s.space, "phases": len(s.phases),
-                               "total_epochs": s.total_epochs, "description": s.description}
-                              for s in schedules], indent=2))
-            return 0
-        print(f"{'schedule':<14} {'space':<16} {'phases':>6} {'epochs':>6}  description")
-        for s in schedules:
-            print(f"{s.name:<14} {s.space:<16} {len(s.phases):>6} {s.total_epochs:>6}  "
-                  f"{s.description}")
-        return 0
+    """List the recipes, or validate one against its space and show what each phase trains."""
     from ofa_platform.errors import UserError
+    from ofa_platform.train.schedule import load_schedule
     from search_spaces.spaces import UnknownSpaceError, get_space
 
+    if not args.name:
+        _print_list(args)
+        return 0
     s = load_schedule(args.name, args.dir)
     try:
         space = get_space(args.space or s.space)
@@ -97,6 +88,29 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**s.to_dict(), "runs": runs}, indent=2))
         return 0
+    _print_recipe(s)
+    _print_runs(space.name, runs)
+    return 0
+
+
+def _print_list(args: argparse.Namespace) -> None:
+    """One row (or JSON object) per recipe in the directory."""
+    from ofa_platform.train.schedule import list_schedules, load_schedule
+
+    schedules = [load_schedule(n, args.dir) for n in list_schedules(args.dir)]
+    if args.json:
+        print(json.dumps([{"name": s.name, "space": s.space, "phases": len(s.phases),
+                           "total_epochs": s.total_epochs, "description": s.description}
+                          for s in schedules], indent=2))
+        return
+    print(f"{'schedule':<14} {'space':<16} {'phases':>6} {'epochs':>6}  description")
+    for s in schedules:
+        print(f"{s.name:<14} {s.space:<16} {len(s.phases):>6} {s.total_epochs:>6}  "
+              f"{s.description}")
+
+
+def _print_recipe(s: Any) -> None:
+    """The recipe as written: optimizer, regularisation and one row per phase."""
     o = s.optimizer
     print(f"{s.name}: {s.description}")
     print(f"  space {s.space}, {s.total_epochs} epochs, LR per {s.lr_reference_batch} images "
@@ -114,7 +128,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {i:>2} {p.name:<12} {ep:>9} {p.start_epoch:>5} {p.end_epoch:>5} {p.lr:>6g} "
               f"{p.subnets_per_step:>7} {p.sampling:<9} {p.distillation:<8} "
               f"{'yes' if p.sort_channels else 'no':<4} {p.init:<8} {_restriction(p)}")
-    print(f"  what runs in {space.name} (MACs at {runs[0]['resolution']} px):")
+
+
+def _print_runs(space: str, runs: list[dict[str, Any]]) -> None:
+    """What each phase actually trains in ``space``: its choices, subnets and MACs."""
+    print(f"  what runs in {space} (MACs at {runs[0]['resolution']} px):")
     print(f"  {'#':>2} {'phase':<12} {'space':<16} {'kernels':<12} {'depths':<8} {'ratios':<16} "
           f"{'subnets':>12} {'MMACs max':>9} {'MMACs min':>9}")
     for i, r in enumerate(runs):
@@ -125,4 +143,3 @@ def run(args: argparse.Namespace) -> int:
               f"{_choices([tuple(x) for x in r['depths']]):<8} {ratios:<16} "
               f"{r['cardinality']:>12.4g} {r['macs_largest'] / 1e6:>9.1f} "
               f"{r['macs_smallest'] / 1e6:>9.1f}")
-    return 0

@@ -12,13 +12,19 @@ from ofa_platform.checks import (
     positive_int,
     seed_int,
 )
+from ofa_platform.cli._requests import defaults, request_from_args
 
 __all__ = ["register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The ``search`` options, defaults read from the request dataclass. Long on purpose: one
+    ``add_argument`` per flag, in the order ``--help`` shows them, reads as the command's
+    manual; split up, a flag's help would be hunted across functions."""
+    from ofa_platform.search.request import EXPORT_FORMATS, LATENCY_CHOICES, SearchRequest
     from ofa_platform.search.strategies import PAPER_FOLLOWUP_GENERATIONS, STRATEGIES
 
+    d = defaults(SearchRequest)
     p = sub.add_parser("search", help="evolutionary search of a supernet for many targets")
     p.add_argument("--space", required=True, help="search space name (ofa-platform spaces)")
     p.add_argument("--width-mult", type=positive_float,
@@ -27,19 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", help="trained supernet: subnets are evaluated on --data")
     src.add_argument("--predictor", help="accuracy predictor (OFA's published file or ours)")
     p.add_argument("--latency", required=True,
-                   help="lut:DIR (OFA lookup tables) | measured:cpu | measured:cuda | macs")
+                   help=f"{LATENCY_CHOICES} (lut: OFA's lookup tables)")
     p.add_argument("--targets", required=True, help="comma-separated targets, e.g. 15,20,25")
     p.add_argument("--resolutions", help="e.g. 160-224:4 (default: the space's)")
-    p.add_argument("--strategy", default="vanilla", choices=list(STRATEGIES),
+    p.add_argument("--strategy", default=d["strategy"], choices=list(STRATEGIES),
                    help="vanilla: one full search per target; top-down / bottom-up: the "
                         "multi-target paper's; top-down+ / bottom-up+: our enhanced versions; "
                         "exhaustive: small spaces only")
-    p.add_argument("--workers", type=positive_int, default=1, help="Ray workers")
+    p.add_argument("--workers", type=positive_int, default=d["workers"], help="Ray workers")
     p.add_argument("--export", metavar="DIR", help="export every chosen subnet here")
-    p.add_argument("--format", choices=("export", "torchscript", "onnx"), default="export",
+    p.add_argument("--format", dest="export_format", choices=EXPORT_FORMATS,
+                   default=d["export_format"],
                    help="--export files: torch.export (default), TorchScript or ONNX")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=d["seed"])
     p.add_argument("--generations", type=positive_int,
                    help="generations per target (default: the space's; OFA: 500, CompOFA "
                         "Appendix A.4: 50 fixed kernel, 300 elastic kernel)")
@@ -47,24 +54,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="top-down / bottom-up: generations of every target after the first "
                         f"(default: the paper's {PAPER_FOLLOWUP_GENERATIONS}, at most "
                         "--generations)")
-    p.add_argument("--population-size", type=positive_int, default=100, help="OFA: 100")
+    p.add_argument("--population-size", type=positive_int, default=d["population_size"],
+                   help="OFA: 100")
     p.add_argument("--data", help="data spec for --checkpoint (e.g. cifar10, parquet:DIR)")
-    p.add_argument("--experiment", type=non_empty_text, default="search", help="MLflow experiment")
-    p.add_argument("--out", default="runs/search", help="directory for pareto.parquet")
-    p.add_argument("--cache-dir", default=".ofa_cache",
+    p.add_argument("--experiment", type=non_empty_text, default=d["experiment"],
+                   help="MLflow experiment")
+    p.add_argument("--out", dest="out_dir", default=d["out_dir"],
+                   help="directory for pareto.parquet")
+    p.add_argument("--cache-dir", default=d["cache_dir"],
                    help="persistent latency and accuracy memos")
     p.add_argument("--batch-size", type=positive_int,
                    help="measured latency batch (1 CPU, 64 CUDA)")
-    p.add_argument("--hardware", default="cpu", help="cost-model hardware of this search")
-    p.add_argument("--arch-samples", type=positive_int, default=1000,
+    p.add_argument("--hardware", default=d["hardware"], help="cost-model hardware of this search")
+    p.add_argument("--arch-samples", dest="n_arch_samples", type=positive_int,
+                   default=d["n_arch_samples"],
                    help="--checkpoint: subnets evaluated to train the predictor (OFA: 1000)")
-    p.add_argument("--calib-images", type=positive_int, default=2000,
+    p.add_argument("--calib-images", type=positive_int, default=d["calib_images"],
                    help="BN recalibration images")
     p.add_argument("--val-subset", type=positive_int, help="--checkpoint: validation images used")
     p.add_argument("--subset", type=positive_int,
                    help="--checkpoint: the training rows it was trained on (train --subset), "
                         "so the validation split is held out of them as in training")
-    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0)
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=d["gpus_per_worker"])
     p.add_argument("--method",
                    help="method the run is filed under (default: the checkpoint's training "
                         "schedule, else the space's prefix)")
@@ -84,7 +95,7 @@ def preflight(args: argparse.Namespace) -> None:
     from ofa_platform.files import check_output_dir
     from ofa_platform.tracking import resolve_tracking_uri
 
-    check_output_dir(args.out, "--out")
+    check_output_dir(args.out_dir, "--out")
     check_output_dir(args.cache_dir, "--cache-dir")
     if args.export is not None:
         check_output_dir(args.export, "--export")
@@ -94,50 +105,49 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check, search (progress on stdout, or stderr with ``--json``), print the outcome."""
+    import sys
+    from contextlib import nullcontext, redirect_stdout
+
+    from ofa_platform.cluster import init_ray
     from ofa_platform.errors import UserError
-    from ofa_platform.search.pareto import format_table
+    from ofa_platform.progress import console
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
 
     if args.log_models and (not args.checkpoint or args.no_mlflow):
         raise UserError("--log-models needs --checkpoint (trained weights to log) and an "
                         "MLflow run (drop --no-mlflow)")
     preflight(args)
-
-    req = SearchRequest(
-        space=args.space, targets=parse_targets(args.targets), latency=args.latency,
-        strategy=args.strategy, width_mult=args.width_mult, predictor=args.predictor,
-        checkpoint=args.checkpoint, resolutions=args.resolutions, workers=args.workers,
-        export=args.export, export_format=args.format, seed=args.seed,
-        generations=args.generations, followup_generations=args.followup_generations,
-        method=args.method, train_run_id=args.train_run_id,
-        population_size=args.population_size, data=args.data, experiment=args.experiment,
-        out_dir=args.out, cache_dir=args.cache_dir, batch_size=args.batch_size,
-        hardware=args.hardware, n_arch_samples=args.arch_samples,
-        calib_images=args.calib_images, val_subset=args.val_subset, subset=args.subset,
-        gpus_per_worker=args.gpus_per_worker, log_mlflow=not args.no_mlflow,
-        log_models=args.log_models)
-    import sys
-    from contextlib import nullcontext, redirect_stdout
-
-    from ofa_platform.cluster import init_ray
-    from ofa_platform.progress import console
-
+    req = request_from_args(SearchRequest, args, targets=parse_targets(args.targets),
+                            log_mlflow=not args.no_mlflow)
     if getattr(args, "verbose", False):  # else the search starts a quiet Ray if it needs one
         init_ray(verbose=True)
     quiet_stdout = redirect_stdout(sys.stderr) if args.json else nullcontext()
     with console(sys.stderr if args.json else sys.stdout) as progress, quiet_stdout:
         out = run_search(req, progress)  # --json: stdout is the JSON alone
     if args.json:
-        print(json.dumps(_clean({
-            "space": args.space, "strategy": args.strategy, "estimator": out.estimator,
+        print(json.dumps(_clean(_document(args, out))))
+    else:
+        _print_outcome(args, out)
+    return 0
+
+
+def _document(args: argparse.Namespace, out: object) -> dict[str, object]:
+    """The ``--json`` document: the outcome and one entry per target with its arch."""
+    return {"space": args.space, "strategy": args.strategy, "estimator": out.estimator,
             "unit": out.unit, "search_time_s": out.search_time_s,
             "evaluations": out.evaluations, "run_id": out.run_id,
             "pareto": str(out.pareto_path), "exported": [str(p) for p in out.exported],
             "predictor_metrics": out.predictor_metrics,
             "latency_noisy_layers": out.noisy_latencies,
             "results": [{**row, "arch": json.loads(row["arch_json"]) if row["arch_json"]
-                         else None} for row in out.rows]})))
-        return 0
+                         else None} for row in out.rows]}
+
+
+def _print_outcome(args: argparse.Namespace, out: object) -> None:
+    """The table of chosen subnets, the predictor's held-out quality, and a summary line."""
+    from ofa_platform.search.pareto import format_table
+
     print(format_table(out.rows, out.unit))
     if out.predictor_metrics:
         m = out.predictor_metrics
@@ -150,7 +160,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.strategy}: {len(out.rows)} targets in {out.search_time_s:.2f} s, "
           f"{out.evaluations} evaluations; table {out.pareto_path}"
           + (f"; MLflow run {out.run_id}" if out.run_id else ""))
-    return 0
 
 
 def _clean(value: object) -> object:

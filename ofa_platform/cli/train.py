@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ofa_platform.checks import (
     non_empty_text,
@@ -17,32 +18,52 @@ from ofa_platform.checks import (
     positive_int,
     seed_int,
 )
+from ofa_platform.cli._requests import defaults
+from ofa_platform.cli._requests import request_from_args as build_request
+
+if TYPE_CHECKING:
+    from ofa_platform.train.request import TrainRequest
 
 __all__ = ["register", "run", "request_from_args"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """The ``train`` options, defaults read from the request dataclass. Long on purpose: one
+    ``add_argument`` per flag, in the order ``--help`` shows them, reads as the command's
+    manual; split up, a flag's help would be hunted across functions."""
+    from ofa_platform.train.request import (
+        AMP_MODES,
+        DATA_LOADERS,
+        EVAL_SPLITS,
+        PLACEMENT_STRATEGIES,
+        TrainRequest,
+    )
+
+    d = defaults(TrainRequest)
     p = sub.add_parser("train", help="train a supernet with a schedule (one Ray Train job)")
     p.add_argument("--schedule", required=True, help="schedule name (jobs/schedules) or YAML path")
     p.add_argument("--space", help="search space (default: the schedule's)")
     p.add_argument("--data", required=True,
                    help="parquet:DIR, imagefolder:DIR or synthetic[:N]")
-    p.add_argument("--workers", type=positive_int, default=2, help="Ray Train workers (default 2)")
-    p.add_argument("--gpus-per-worker", type=non_negative_float, default=0.0,
+    p.add_argument("--workers", type=positive_int, default=d["workers"],
+                   help=f"Ray Train workers (default {d['workers']})")
+    p.add_argument("--gpus-per-worker", type=non_negative_float, default=d["gpus_per_worker"],
                    help="GPUs per worker (0: train on CPUs)")
-    p.add_argument("--cpus-per-worker", type=positive_float, default=1.0)
-    p.add_argument("--epoch-scale", type=positive_float, default=1.0,
+    p.add_argument("--cpus-per-worker", type=positive_float, default=d["cpus_per_worker"])
+    p.add_argument("--epoch-scale", type=positive_float, default=d["epoch_scale"],
                    help="fraction of each phase's epochs to run (smoke runs)")
     p.add_argument("--subset", type=positive_int, help="use the first N training images")
-    p.add_argument("--experiment", type=non_empty_text, default="ofa-train",
+    p.add_argument("--experiment", type=non_empty_text, default=d["experiment"],
                    help="MLflow experiment")
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per worker per step")
-    p.add_argument("--width-mult", type=positive_float, default=1.0)
-    p.add_argument("--small-input", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--seed", type=seed_int, default=d["seed"])
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
+                   help="images per worker per step")
+    p.add_argument("--width-mult", type=positive_float, default=d["width_mult"])
+    p.add_argument("--small-input", action=argparse.BooleanOptionalAction,
+                   default=d["small_input"],
                    help="stem keeps small images' size (default: the dataset recipe's)")
     p.add_argument("--hardware", help="price-table entry (default: cpu, or the GPU kind)")
-    p.add_argument("--max-failures", type=non_negative_int, default=2,
+    p.add_argument("--max-failures", type=non_negative_int, default=d["max_failures"],
                    help="worker-group restarts from the last checkpoint")
     p.add_argument("--storage-path", help="Ray Train storage (default: runs/ray)")
     p.add_argument("--init-checkpoint", help="supernet file to start the first phase from")
@@ -50,45 +71,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start after PHASE from its finished weights: a training run's MLflow "
                         "id (or a supernet file of that phase) and the phase name, e.g. a "
                         "shared teacher (tags ofa.init_from_run_id, ofa.init_from_phase)")
-    p.add_argument("--resume", metavar="RUN_ID",
+    p.add_argument("--resume", metavar="RUN_ID", dest="resume_run_id",
                    help="continue an interrupted training run (its MLflow id) from the last "
                         "checkpoint Ray Train kept: same MLflow run, costs added up")
-    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"))
+    p.add_argument("--amp", default=d["amp"], choices=AMP_MODES)
     p.add_argument("--val-limit", type=positive_int, help="evaluate on at most N validation images")
-    p.add_argument("--eval-split", default="val", choices=("val", "test"),
+    p.add_argument("--eval-split", default=d["eval_split"], choices=EVAL_SPLITS,
                    help="per-epoch accuracies on the validation split held out of the training "
                         "rows (default) or on the dataset's test split")
-    p.add_argument("--loader-workers", type=non_negative_int, default=0,
+    p.add_argument("--loader-workers", type=non_negative_int, default=d["loader_workers"],
                    help="DataLoader processes per worker for on-disk images")
-    p.add_argument("--data-loader", default="auto", choices=("auto", "ray-data", "memory"),
+    p.add_argument("--data-loader", default=d["data_loader"], choices=DATA_LOADERS,
                    help="Parquet through Ray Data (streamed) or decoded in every worker "
                         "(default auto: by size; shards and s3:// are streamed)")
-    p.add_argument("--data-cpus", type=positive_float, default=0.5,
-                   help="logical CPUs per Ray Data decode task (default 0.5)")
-    p.add_argument("--placement-strategy", default="PACK",
-                   choices=("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    p.add_argument("--data-cpus", type=positive_float, default=d["data_cpus"],
+                   help=f"logical CPUs per Ray Data decode task (default {d['data_cpus']})")
+    p.add_argument("--placement-strategy", default=d["placement_strategy"],
+                   choices=PLACEMENT_STRATEGIES,
                    help="Ray Train worker placement across nodes (default PACK)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=run)
 
 
-def request_from_args(args: argparse.Namespace) -> object:
-    """The :class:`~ofa_platform.train.runner.TrainRequest` the flags describe."""
-    from ofa_platform.train.runner import TrainRequest
+def request_from_args(args: argparse.Namespace) -> TrainRequest:
+    """The :class:`~ofa_platform.train.request.TrainRequest` the flags describe."""
+    from ofa_platform.train.request import TrainRequest
 
-    return TrainRequest(
-        schedule=args.schedule, space=args.space, data=args.data, workers=args.workers,
-        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-        epoch_scale=args.epoch_scale, subset=args.subset, experiment=args.experiment,
-        seed=args.seed, batch_size=args.batch_size, width_mult=args.width_mult,
-        small_input=args.small_input,
-        hardware=args.hardware, max_failures=args.max_failures,
-        storage_path=args.storage_path, init_checkpoint=args.init_checkpoint,
-        init_from=args.init_from, amp=args.amp,
-        val_limit=args.val_limit, loader_workers=args.loader_workers,
-        data_loader=args.data_loader, data_cpus=args.data_cpus,
-        placement_strategy=args.placement_strategy, resume_run_id=args.resume,
-        eval_split=args.eval_split)
+    return build_request(TrainRequest, args)
 
 
 def preflight(args: argparse.Namespace) -> None:

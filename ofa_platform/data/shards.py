@@ -382,10 +382,6 @@ def check(location: str | Path, *, decode: bool = True,
     """Validate every shard: schema and classes (footers), row counts, labels in range and,
     with ``decode``, that every image decodes. Problems are collected (at most 20 listed),
     not raised, so one run names all of them."""
-    import pyarrow.parquet as pq
-    import torch
-    from torchvision.io import ImageReadMode, decode_image
-
     layout = describe(location)
     n_classes = len(layout.classes)
     fs = layout.filesystem()
@@ -394,42 +390,52 @@ def check(location: str | Path, *, decode: bool = True,
     for k, (split, shard) in enumerate([("train", s) for s in layout.train]
                                        + [("val", s) for s in layout.test]):
         name = shard_name(layout, shard)
-        bad_rows: list[int] = []
-        lo = hi = None
         with fs.open_input_file(shard.path) as f:
-            pf = pq.ParquetFile(f)
-            base = 0
-            for g in range(pf.metadata.num_row_groups):
-                t = pf.read_row_group(g, columns=["image", "label"] if decode else ["label"])
-                labels = t.column("label").to_pylist()
-                for r, lab in enumerate(labels):
-                    if lab is None or (n_classes and not 0 <= lab < n_classes) or lab < 0:
-                        problems.append(f"shard {name} row {base + r}: label {lab} outside "
-                                        f"0..{max(n_classes - 1, 0)}")
-                if labels:
-                    lo = min(x for x in labels if x is not None) if lo is None else min(
-                        lo, min(x for x in labels if x is not None))
-                    hi = max(x for x in labels if x is not None) if hi is None else max(
-                        hi, max(x for x in labels if x is not None))
-                if decode:
-                    for r, blob in enumerate(t.column("image").to_pylist()):
-                        try:
-                            decode_image(torch.frombuffer(bytearray(blob or b"\0"),
-                                                          dtype=torch.uint8),
-                                         mode=ImageReadMode.RGB)
-                        except (RuntimeError, ValueError):
-                            bad_rows.append(base + r)
-                            problems.append(f"shard {name} row {base + r}: cannot decode "
-                                            "the image")
-                base += len(labels)
+            labels, bad_rows, found = _check_shard_file(f, name, n_classes, decode)
+        problems += found
         shards.append({"split": split, "shard": name, "rows": shard.rows,
-                       "row_groups": len(shard.row_groups), "label_min": lo, "label_max": hi,
+                       "row_groups": len(shard.row_groups),
+                       "label_min": min(labels, default=None),
+                       "label_max": max(labels, default=None),
                        "undecodable": bad_rows[:20]})
         if progress is not None:
             progress(f"[data check] {k + 1}/{total} shards  {name}: {shard.rows} rows"
                      + (f", {len(bad_rows)} undecodable" if bad_rows else ""))
     return CheckReport(location=str(location), classes=layout.classes, shards=tuple(shards),
                        problems=tuple(problems))
+
+
+def _check_shard_file(f: Any, name: str, n_classes: int,
+                      decode: bool) -> tuple[list[int], list[int], list[str]]:
+    """One shard, a row group at a time: its non-null labels, the rows whose image does not
+    decode (``decode``), and a line per problem naming the shard and row."""
+    import pyarrow.parquet as pq
+    import torch
+    from torchvision.io import ImageReadMode, decode_image
+
+    pf = pq.ParquetFile(f)
+    labels: list[int] = []
+    bad_rows: list[int] = []
+    problems: list[str] = []
+    base = 0
+    for g in range(pf.metadata.num_row_groups):
+        t = pf.read_row_group(g, columns=["image", "label"] if decode else ["label"])
+        group = t.column("label").to_pylist()
+        for r, lab in enumerate(group):
+            if lab is None or (n_classes and not 0 <= lab < n_classes) or lab < 0:
+                problems.append(f"shard {name} row {base + r}: label {lab} outside "
+                                f"0..{max(n_classes - 1, 0)}")
+        labels += [x for x in group if x is not None]
+        if decode:
+            for r, blob in enumerate(t.column("image").to_pylist()):
+                try:
+                    decode_image(torch.frombuffer(bytearray(blob or b"\0"), dtype=torch.uint8),
+                                 mode=ImageReadMode.RGB)
+                except (RuntimeError, ValueError):
+                    bad_rows.append(base + r)
+                    problems.append(f"shard {name} row {base + r}: cannot decode the image")
+        base += len(group)
+    return labels, bad_rows, problems
 
 
 # --------------------------------------------------------------------------- convert
@@ -498,32 +504,12 @@ def convert_imagefolder(src: str | Path, out: str | Path, *, shards: int = 16,
     a class-sorted group would feed one class per step. Each shard is written to a temporary
     name and renamed when complete; a rerun keeps the complete shards written with the same
     settings and writes only the others. Returns a summary (rows and shards per split)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ofa_platform.files import atomic_path
-
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
-    if not src.is_dir():
-        raise UserError(f"imagefolder {src}: no such directory")
     if shards < 1:
         raise UserError(f"--shards {shards}: expected a positive integer")
     if resize is not None and resize < 8:
         raise UserError(f"--resize {resize}: expected a short side of at least 8 pixels")
-    train_root = src / "train" if (src / "train").is_dir() else src
-    items, classes = _folder_items(train_root)
-    if not items:
-        raise UserError(f"imagefolder {train_root}: no images in class subdirectories")
-    bad = [c for c in classes if "," in c]
-    if bad:
-        raise UserError(f"imagefolder {train_root}: class name {bad[0]!r} contains a comma")
-    splits = {"train": items}
-    if train_root != src and (src / "val").is_dir():
-        v_items, v_classes = _folder_items(src / "val")
-        if v_items:
-            if v_classes != classes:
-                raise UserError(f"imagefolder {src / 'val'}: its classes differ from train/'s")
-            splits["val"] = v_items
+    splits, classes = _folder_splits(src)
     summary: dict[str, Any] = {"classes": len(classes), "splits": {}}
     say = progress or (lambda s: None)
     t0 = time.perf_counter()
@@ -540,19 +526,11 @@ def convert_imagefolder(src: str | Path, out: str | Path, *, shards: int = 16,
             a, b = i * len(rows) // n_shards, (i + 1) * len(rows) // n_shards
             path = out / split / f"part-{i:05d}-of-{n_shards:05d}.parquet"
             meta = _shard_meta(classes, i, n_shards, b - a, resize, str(src))
-            status = "kept"
             if _shard_done(path, meta):
-                kept += 1
+                kept, status = kept + 1, "kept"
             else:
-                status = "written"
-                chunk = rows[a:b]
-                table = pa.table({"image": pa.array([_encode(p, resize) for p, _ in chunk],
-                                                    type=pa.binary()),
-                                  "label": pa.array([lab for _, lab in chunk], type=pa.int32())})
-                table = table.replace_schema_metadata(meta)
-                with atomic_path(path, suffix=".parquet") as tmp:
-                    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-                written += 1
+                _write_shard(path, rows[a:b], meta, resize)
+                written, status = written + 1, "written"
             done_images += b - a
             rate = done_images / max(time.perf_counter() - t0, 1e-9)
             say(f"[data convert] {split} {_bar(done_images, total_images)} shard "
@@ -561,6 +539,45 @@ def convert_imagefolder(src: str | Path, out: str | Path, *, shards: int = 16,
         summary["splits"][split] = {"rows": len(rows), "shards": n_shards, "kept": kept,
                                     "written": written}
     return summary
+
+
+def _folder_splits(src: Path) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
+    """The tree's image files per split (``train``, and ``val`` when it has the same
+    classes) and its class names; a tree with no images or a comma in a class name (the
+    classes metadata is comma-separated) is refused."""
+    if not src.is_dir():
+        raise UserError(f"imagefolder {src}: no such directory")
+    train_root = src / "train" if (src / "train").is_dir() else src
+    items, classes = _folder_items(train_root)
+    if not items:
+        raise UserError(f"imagefolder {train_root}: no images in class subdirectories")
+    bad = [c for c in classes if "," in c]
+    if bad:
+        raise UserError(f"imagefolder {train_root}: class name {bad[0]!r} contains a comma")
+    splits = {"train": items}
+    if train_root != src and (src / "val").is_dir():
+        v_items, v_classes = _folder_items(src / "val")
+        if v_items:
+            if v_classes != classes:
+                raise UserError(f"imagefolder {src / 'val'}: its classes differ from train/'s")
+            splits["val"] = v_items
+    return splits, classes
+
+
+def _write_shard(path: Path, chunk: list[tuple[str, int]], meta: dict[bytes, bytes],
+                 resize: int | None) -> None:
+    """One shard, written under a temporary name and renamed when complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ofa_platform.files import atomic_path
+
+    table = pa.table({"image": pa.array([_encode(p, resize) for p, _ in chunk],
+                                        type=pa.binary()),
+                      "label": pa.array([lab for _, lab in chunk], type=pa.int32())})
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:

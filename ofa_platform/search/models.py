@@ -70,10 +70,7 @@ def log_models(rows: Sequence[Mapping[str, Any]], supernet: Any, *, data: str,
     input resolution and normalisation. Raises ``UserError`` when there is no trained supernet.
     """
     import mlflow
-    import numpy as np
     import torch
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
     from ofa_platform.evaluation import recalibrate_bn
 
@@ -92,24 +89,40 @@ def log_models(rows: Sequence[Mapping[str, Any]], supernet: Any, *, data: str,
         images, mean, std = calib[arch.r]
         model = recalibrate_bn(supernet, arch, images, device).to("cpu").eval()
         example = images[0][:_EXAMPLE_BATCH].detach().to("cpu", torch.float32).numpy()
-        with torch.no_grad():
-            out = model(torch.from_numpy(example)).numpy()
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, arch.r, arch.r))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1]))]))
-        tags = {"ofa.arch": arch.to_json(), "ofa.target": f"{float(row['target']):g}",
-                "ofa.unit": str(row.get("unit", "")), "ofa.cost": f"{float(row['cost']):.6g}",
-                "ofa.hardware": hardware, "ofa.macs": str(int(row.get("macs", 0))),
-                "ofa.measured_accuracy": _text(row.get("measured_accuracy")),
-                "ofa.predicted_accuracy": _text(row.get("accuracy"))}
+        tags = _model_tags(row, arch, hardware)
         name = model_name(float(row["target"]), str(row.get("unit", "")))
         info = mlflow.pytorch.log_model(
-            model, name=name, input_example=example, signature=signature,
+            model, name=name, input_example=example, signature=_signature(model, example),
             serialization_format="pt2", tags=tags,
             metadata={"resolution": arch.r, "mean": list(mean), "std": list(std),
                       "input": "NCHW float32, normalised with mean/std"})
         logged.append(LoggedSubnet(name, info.model_uri, getattr(info, "model_id", None), tags))
     return logged
+
+
+def _signature(model: Any, example: Any) -> Any:
+    """A tensor signature: NCHW float32 images at the example's resolution, any batch; logits
+    as wide as the model's output."""
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    with torch.no_grad():
+        out = model(torch.from_numpy(example)).numpy()
+    r = example.shape[-1]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, r, r))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1]))]))
+
+
+def _model_tags(row: Mapping[str, Any], arch: ArchConfig, hardware: str) -> dict[str, str]:
+    """The logged model's tags: what it is, what it was chosen for, what it measured."""
+    return {"ofa.arch": arch.to_json(), "ofa.target": f"{float(row['target']):g}",
+            "ofa.unit": str(row.get("unit", "")), "ofa.cost": f"{float(row['cost']):.6g}",
+            "ofa.hardware": hardware, "ofa.macs": str(int(row.get("macs", 0))),
+            "ofa.measured_accuracy": _text(row.get("measured_accuracy")),
+            "ofa.predicted_accuracy": _text(row.get("accuracy"))}
 
 
 def _text(value: Any) -> str:

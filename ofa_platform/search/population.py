@@ -257,7 +257,8 @@ class PopulationEvaluator:
     def __init__(self, supernet: Any, setup: EvalSetup, *, workers: int = 1,
                  gpus_per_worker: float = 0.0, cache: JsonMemo | None = None,
                  storage_dir: str | Path = ".ofa_cache/tune", max_failures: int = 2,
-                 seconds_per_subnet: float | None = None) -> None:
+                 seconds_per_subnet: float | None = None,
+                 progress: Reporter | None = None) -> None:
         self.supernet, self.setup = supernet, setup
         self.workers, self.gpus_per_worker = max(1, workers), gpus_per_worker
         self.cache = cache
@@ -269,10 +270,12 @@ class PopulationEvaluator:
         #: one row per Tune trial (and per timing probe): what the driver logs to MLflow
         self.trial_rows: list[dict[str, Any]] = []
         #: where subnets evaluated so far are shown (None: nowhere)
-        self.progress: Reporter | None = None
+        self.progress = progress
 
     @classmethod
-    def from_request(cls, prepared: Any) -> PopulationEvaluator:
+    def from_request(cls, prepared: Any,
+                     progress: Reporter | None = None) -> PopulationEvaluator:
+        """The evaluator a search request describes (its data, batches, workers, cache)."""
         req = prepared.request
         setup = EvalSetup(data=req.data, calib_images=req.calib_images,
                           calib_batch=req.calib_batch, eval_batch=req.eval_batch,
@@ -280,7 +283,7 @@ class PopulationEvaluator:
         cache = JsonMemo(accuracy_cache_path(Path(req.cache_dir), req.checkpoint, setup.key()))
         return cls(prepared.supernet, setup, workers=req.workers,
                    gpus_per_worker=req.gpus_per_worker, cache=cache,
-                   storage_dir=Path(req.cache_dir) / "tune")
+                   storage_dir=Path(req.cache_dir) / "tune", progress=progress)
 
     def subnet_cost(self, arch: ArchConfig) -> float:
         """Relative evaluation cost of a subnet (its MACs), to balance the shards."""
@@ -311,29 +314,51 @@ class PopulationEvaluator:
         return [known[k] for k in keys]
 
     def _run_tune(self, archs: list[ArchConfig]) -> dict[str, float]:
-        from ray import tune
-
+        """One Tune trial per shard of ``archs`` on reused actors; a driver-side timing probe
+        first sizes the shards when ``seconds_per_subnet`` is not given."""
         spec, state = self._spec_and_state()
-        out: dict[str, float] = {}
         if self.progress is not None:
             self.progress.task("population", "evaluate subnets", total=len(archs),
                                unit="subnets")
+        out: dict[str, float] = {}
         per = self.seconds_per_subnet
         if per is None:  # time subnets here to size the shards; keep their results
-            probe = archs[:2]
-            t0 = time.perf_counter()
-            per, accs = self._time_probe(spec, state, probe)
-            out.update({a.key: acc for a, acc in zip(probe, accs)})
-            self.trial_rows.append(_trial_row(len(self.trial_rows), "driver-probe", -1,
-                                              len(probe), time.perf_counter() - t0, None))
-            archs = archs[len(probe):]
-            if self.progress is not None:
-                self.progress.update("population", len(out), "timing probe done")
+            per, probed = self._probe(spec, state, archs[:2])
+            out.update(probed)
+            archs = archs[len(probed):]
             if not archs:
                 self.evaluated += len(out)
                 return out
         shards = [[a.to_dict() for a in shard]
                   for shard in plan_shards(archs, self.workers, per, self.subnet_cost)]
+        grid = self._tuner(spec, state, shards, len(out)).fit()
+        errors = self._collect(grid, shards, out)
+        self.trials_run += len(shards)
+        if self.progress is not None:
+            self.progress.done("population")
+        if errors:
+            raise RuntimeError(f"{len(errors)} population shard(s) failed after "
+                               f"{self.max_failures} retries: {errors[0]}")
+        self.evaluated += len(out)
+        return out
+
+    def _probe(self, spec: dict[str, Any], state: dict[str, Any],
+               probe: list[ArchConfig]) -> tuple[float, dict[str, float]]:
+        """Seconds per subnet measured on ``probe`` here, and the probed accuracies."""
+        t0 = time.perf_counter()
+        per, accs = self._time_probe(spec, state, probe)
+        self.trial_rows.append(_trial_row(len(self.trial_rows), "driver-probe", -1,
+                                          len(probe), time.perf_counter() - t0, None))
+        if self.progress is not None:
+            self.progress.update("population", len(probe), "timing probe done")
+        return per, {a.key: acc for a, acc in zip(probe, accs)}
+
+    def _tuner(self, spec: dict[str, Any], state: dict[str, Any],
+               shards: list[list[dict[str, Any]]], done: int) -> Any:
+        """The Tune experiment: a grid over shard indices, one CPU (or GPU share) a trial,
+        at most ``workers`` at once, actors reused between shards."""
+        from ray import tune
+
         from ofa_platform.cluster import init_ray
 
         init_ray()  # its own quiet local Ray unless the command started one
@@ -344,8 +369,8 @@ class PopulationEvaluator:
             "cpu": 1}
         callbacks = [_CacheCallback(self.cache, shards)] if self.cache is not None else []
         if self.progress is not None:
-            callbacks.append(_ProgressCallback(self.progress, shards, len(out)))
-        tuner = tune.Tuner(
+            callbacks.append(_ProgressCallback(self.progress, shards, done))
+        return tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"shard": tune.grid_search(list(range(len(shards))))},
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=self.workers),
@@ -356,7 +381,11 @@ class PopulationEvaluator:
                 failure_config=tune.FailureConfig(max_failures=self.max_failures),
                 callbacks=callbacks),
         )
-        grid = tuner.fit()
+
+    def _collect(self, grid: Any, shards: list[list[dict[str, Any]]],
+                 out: dict[str, float]) -> list[Any]:
+        """Accuracies of the finished shards into ``out``, a trial row for each; the errors
+        of the failed ones."""
         errors = []
         for result in grid:
             metrics = result.metrics or {}
@@ -370,16 +399,9 @@ class PopulationEvaluator:
             if failed:
                 errors.append(result.error)
                 continue
-            for d, acc in zip(shards[index], result.metrics["accs"]):
+            for d, acc in zip(shards[index], metrics["accs"]):
                 out[arch_from_dict(d).key] = float(acc)
-        self.trials_run += len(shards)
-        if self.progress is not None:
-            self.progress.done("population")
-        if errors:
-            raise RuntimeError(f"{len(errors)} population shard(s) failed after "
-                               f"{self.max_failures} retries: {errors[0]}")
-        self.evaluated += len(out)
-        return out
+        return errors
 
     def _time_probe(self, spec: dict[str, Any], state: dict[str, Any],
                     archs: list[ArchConfig]) -> tuple[float, list[float]]:

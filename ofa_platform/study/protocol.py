@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ofa_platform.configs import coerce_field
 from ofa_platform.errors import UserError
-from ofa_platform.jobconfig import coerce_field
 
 __all__ = ["PeerSpec", "SearchSpec", "StudyProtocol", "StudyUnit", "default_studies_dir",
            "load_study", "study_units", "PEER_ARCHS"]
@@ -32,7 +32,9 @@ PEER_ARCHS = ("smallest", "largest")
 
 def default_studies_dir() -> Path:
     """``jobs/studies`` of this checkout."""
-    return Path(__file__).resolve().parents[2] / "jobs" / "studies"
+    from ofa_platform.paths import jobs_dir
+
+    return jobs_dir("studies")
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,7 @@ def load_study(name_or_path: str | Path, scale: str | None = None,
 def _coerce(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The fields of :class:`StudyProtocol` from a YAML mapping, each checked."""
     fields = {f.name for f in dataclasses.fields(StudyProtocol)} - {"source", "scale"}
-    unknown = sorted(set(map(str, data)) - fields)
-    if unknown:
-        raise UserError(f"{where}: unknown keys {', '.join(unknown)}")
+    _no_unknown(data, fields, where)
     hints = typing.get_type_hints(StudyProtocol)
     out: dict[str, Any] = {}
     for k, v in data.items():
@@ -221,9 +221,7 @@ def _coerce(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             if not isinstance(v, Mapping) or not all(isinstance(s, Mapping) for s in v.values()):
                 raise UserError(f"{at}: expected a mapping of scale name -> field overrides")
             for name, over in v.items():
-                bad = sorted(set(map(str, over)) - (fields - {"scales", "name"}))
-                if bad:
-                    raise UserError(f"{at}.{name}: unknown keys {', '.join(bad)}")
+                _no_unknown(over, fields - {"scales", "name"}, f"{at}.{name}")
             out[k] = {str(n): dict(o) for n, o in v.items()}
         else:
             out[k] = coerce_field(at, v, hints[k])
@@ -232,6 +230,15 @@ def _coerce(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+
+
+def _no_unknown(data: Mapping[str, Any], allowed: Any, where: str) -> None:
+    """Unknown keys of one section, all named in one line (the config reader's wording)."""
+    from ofa_platform.configs import ConfigReader
+
+    r = ConfigReader()
+    r.unknown(data, allowed, "")
+    r.finish(where)
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -243,9 +250,7 @@ def _list(value: Any, where: str) -> list[Any]:
 def _section(value: Any, cls: type[Any], where: str) -> Any:
     if not isinstance(value, Mapping):
         raise UserError(f"{where}: expected a mapping of {', '.join(_names(cls))}")
-    unknown = sorted(set(map(str, value)) - set(_names(cls)))
-    if unknown:
-        raise UserError(f"{where}: unknown keys {', '.join(unknown)}")
+    _no_unknown(value, _names(cls), where)
     hints = typing.get_type_hints(cls)
     return cls(**{k: coerce_field(f"{where}.{k}", v, hints[k]) for k, v in value.items()})
 

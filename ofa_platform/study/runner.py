@@ -292,15 +292,15 @@ def _eval_archs(ctx: _Context, unit: StudyUnit, supernet: Any) -> list[tuple[str
 
 
 def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
-    import pandas as pd
+    """Score the unit's subnets (sampled, searched, the space's ends) on the whole test
+    split through Ray Tune, priced on the hardware its training ran on; its MLflow run id."""
+    from mlflow.tracking import MlflowClient
 
     from ofa_platform.costs import EnergyMeter, load_hardware
-    from ofa_platform.datasets import test_split_rows
     from ofa_platform.search.cache import JsonMemo, accuracy_cache_path
     from ofa_platform.search.population import EvalSetup, PopulationEvaluator
     from ofa_platform.tracking import log_cost, tracked_run
     from search_spaces.checkpoints import load_supernet
-    from search_spaces.flops import count_macs_params
 
     p = ctx.protocol
     checkpoint = _checkpoint(ctx, unit)
@@ -309,8 +309,6 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
                       calib_batch=min(200, p.recal_images), eval_batch=200,
                       val_subset=p.test_images, seed=unit.seed, split="test", subset=p.subset)
     archs = _eval_archs(ctx, unit, supernet)
-    from mlflow.tracking import MlflowClient
-
     train_id = _finished_run(ctx, "train", unit)
     trained_on = MlflowClient(ctx.tracking_uri).get_run(train_id).data.tags
     hardware = load_hardware(trained_on.get("ofa.hardware", "cpu"))  # priced as training is
@@ -329,25 +327,35 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
         ctx.progress(f"[study] {unit.key}: {len(archs)} subnets on the test split")
         top1 = evaluator.evaluate([a for _, _, a in archs])
         meter.stop()
-        n = test_split_rows(p.data, p.test_images)
-        rows = []
-        for (source, name, arch), acc in zip(archs, top1, strict=True):
-            macs, params = count_macs_params(supernet.plan, arch)
-            rows.append({"source": source, "name": name, "arch_json": arch.to_json(),
-                         "macs": float(macs), "params": float(params), "top1": float(acc),
-                         "n": n, "se": binomial_se(float(acc), n)})
-        frame = pd.DataFrame(rows)
-        path = ctx.out_dir / "eval" / run.info.run_id / TEST_EVAL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-        import mlflow
-
-        mlflow.log_artifact(str(path))
-        ends = {r["name"]: r["top1"] for r in rows if r["source"] == "extreme"}
-        mlflow.log_metrics({f"test_acc_{k}": v for k, v in ends.items()}
-                           | {"test_images": float(n), "subnets": float(len(rows))})
+        _log_test_eval(ctx, run.info.run_id, supernet, archs, top1)
         log_cost(meter.report())
     return run.info.run_id
+
+
+def _log_test_eval(ctx: _Context, run_id: str, supernet: Any,
+                   archs: list[tuple[str, str, Any]], top1: list[float]) -> None:
+    """``test_eval.parquet`` (one row a subnet: MACs, params, top-1 with its binomial SE) as
+    an artifact of the active eval run, and the ends' accuracies as its metrics."""
+    import mlflow
+    import pandas as pd
+
+    from ofa_platform.datasets import test_split_rows
+    from search_spaces.flops import count_macs_params
+
+    n = test_split_rows(ctx.protocol.data, ctx.protocol.test_images)
+    rows = []
+    for (source, name, arch), acc in zip(archs, top1, strict=True):
+        macs, params = count_macs_params(supernet.plan, arch)
+        rows.append({"source": source, "name": name, "arch_json": arch.to_json(),
+                     "macs": float(macs), "params": float(params), "top1": float(acc),
+                     "n": n, "se": binomial_se(float(acc), n)})
+    path = ctx.out_dir / "eval" / run_id / TEST_EVAL_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(path, index=False)
+    mlflow.log_artifact(str(path))
+    ends = {r["name"]: r["top1"] for r in rows if r["source"] == "extreme"}
+    mlflow.log_metrics({f"test_acc_{k}": v for k, v in ends.items()}
+                       | {"test_images": float(n), "subnets": float(len(rows))})
 
 
 def _run_unit(ctx: _Context, unit: StudyUnit, resume: str | None) -> str:

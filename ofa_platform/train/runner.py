@@ -22,23 +22,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ofa_platform.errors import UserError
+from ofa_platform.paths import project_root
 from ofa_platform.progress import Reporter
+from ofa_platform.train.request import (
+    AMP_MODES,
+    EVAL_SPLITS,
+    PLACEMENT_STRATEGIES,
+    TrainRequest,
+)
+
+if TYPE_CHECKING:  # the values are built inside prepare(); importing them here costs torch
+    from ofa_platform.costs import HardwareSpec
+    from ofa_platform.datasets import DatasetSplits, DataSpec
+    from ofa_platform.train.engine import EngineConfig
+    from ofa_platform.train.schedule import Schedule
 
 __all__ = ["TrainRequest", "PreparedRun", "TrainOutcome", "prepare", "run_training",
            "MlflowReportCallback", "unique_run_name", "default_storage_path",
            "project_device_hours"]
 
-_PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
 def default_storage_path() -> str:
     """Ray Train's storage for checkpoints: ``OFA_STORAGE_PATH`` when set (shared storage on a
     cluster, e.g. S3, as ``ray_cluster.yaml`` exports it), else ``runs/ray`` in the project
     (absolute; ignored by git)."""
-    return os.environ.get("OFA_STORAGE_PATH") or str(_PROJECT_DIR / "runs" / "ray")
+    return os.environ.get("OFA_STORAGE_PATH") or str(project_root() / "runs" / "ray")
 
 
 def unique_run_name(schedule: str, space: str) -> str:
@@ -48,66 +58,15 @@ def unique_run_name(schedule: str, space: str) -> str:
 
 
 @dataclass(frozen=True)
-class TrainRequest:
-    """What a user asks for (CLI flags or a Ray Job YAML), not yet validated.
-
-    ``space`` defaults to the schedule's space; ``batch_size`` is per worker;
-    ``small_input`` defaults to the dataset recipe's (CIFAR: the stem keeps 32x32);
-    ``hardware`` defaults to ``cpu`` or the GPU kind the price table knows.
-    ``init_from`` is ``RUN_ID:PHASE`` (a training run's finished phase, from MLflow) or
-    ``CHECKPOINT:PHASE`` (a supernet file of that phase): the job skips the recipe's phases up
-    to and including ``PHASE`` and starts from those weights (a shared teacher).
-    """
-
-    schedule: str
-    data: str
-    space: str | None = None
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    epoch_scale: float = 1.0
-    subset: int | None = None
-    experiment: str = "ofa-train"
-    seed: int = 0
-    batch_size: int = 64
-    width_mult: float = 1.0
-    small_input: bool | None = None
-    hardware: str | None = None
-    max_failures: int = 2
-    storage_path: str | None = None
-    tracking_uri: str | None = None
-    init_checkpoint: str | None = None
-    init_from: str | None = None
-    run_name: str | None = None
-    amp: str = "auto"
-    recal_images: int = 512
-    val_limit: int | None = None
-    loader_workers: int = 0
-    data_loader: str = "auto"  # auto | ray-data | memory (ofa_platform.data.raydata)
-    data_cpus: float = 0.5  # logical CPUs per Ray Data decode task
-    #: Ray Train's worker placement: PACK (default), SPREAD (one worker per node where it
-    #: can, so losing a node loses one worker), STRICT_PACK or STRICT_SPREAD
-    placement_strategy: str = "PACK"
-    #: ``val`` (held out of the training rows) or ``test`` (the dataset's whole test split,
-    #: capped by ``val_limit``): where the per-epoch accuracies are measured
-    eval_split: str = "val"
-    #: an interrupted training run (MLflow run id) to continue: the same MLflow run and Ray
-    #: run, from the last checkpoint Ray Train kept; its cost so far is added to this attempt's
-    resume_run_id: str | None = None
-    #: extra MLflow tags on the training run (a study files its runs under them)
-    tags: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
 class PreparedRun:
     """A validated request: the values the job runs with."""
 
     request: TrainRequest
-    full_schedule: Any  # Schedule as published (for projections)
-    schedule: Any  # Schedule scaled by epoch_scale (what runs)
+    full_schedule: Schedule  # as published (for projections)
+    schedule: Schedule  # scaled by epoch_scale (what runs)
     space: str
-    engine: Any  # EngineConfig
-    hardware: Any  # HardwareSpec
+    engine: EngineConfig
+    hardware: HardwareSpec
     n_devices: int
     n_train: int
     n_train_full: int
@@ -121,7 +80,7 @@ class PreparedRun:
     prior_cost: tuple[tuple[str, float], ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOutcome:
     """What a finished (or failed) job leaves: MLflow run, checkpoint, metrics, cost."""
 
@@ -146,29 +105,12 @@ def _positive(value: float, what: str, *, integer: bool = True, zero_ok: bool = 
 def prepare(request: TrainRequest) -> PreparedRun:
     """Validate everything a user can get wrong, without starting Ray or MLflow."""
     from ofa_platform.costs import load_hardware
-    from ofa_platform.data.raydata import resolve_loader
-    from ofa_platform.datasets import EVAL_SPLITS, load_dataset, parse_data_spec
+    from ofa_platform.datasets import parse_data_spec
     from ofa_platform.tracking import resolve_tracking_uri
-    from ofa_platform.train.engine import EngineConfig
     from ofa_platform.train.schedule import load_schedule
     from search_spaces.spaces import UnknownSpaceError, get_space
 
-    _positive(request.workers, "--workers")
-    _positive(request.batch_size, "--batch-size")
-    _positive(request.gpus_per_worker, "--gpus-per-worker", integer=False, zero_ok=True)
-    _positive(request.cpus_per_worker, "cpus per worker", integer=False)
-    _positive(request.max_failures, "max failures", zero_ok=True)
-    _positive(request.loader_workers, "loader workers", zero_ok=True)
-    if request.subset is not None:
-        _positive(request.subset, "--subset")
-    if request.placement_strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
-        raise UserError(f"placement strategy {request.placement_strategy!r}: expected PACK, "
-                        "SPREAD, STRICT_PACK or STRICT_SPREAD")
-    if request.amp not in ("auto", "bf16", "fp16", "off"):
-        raise UserError(f"amp {request.amp!r}: expected auto, bf16, fp16 or off")
-    if request.eval_split not in EVAL_SPLITS:
-        raise UserError(f"eval split {request.eval_split!r}: expected one of "
-                        f"{', '.join(EVAL_SPLITS)}")
+    _check_request(request)
     full = load_schedule(request.schedule)
     schedule = full.scaled(request.epoch_scale)
     space_name = request.space or full.space
@@ -178,55 +120,105 @@ def prepare(request: TrainRequest) -> PreparedRun:
         raise UserError(str(exc)) from None
     full.phase_spaces(space)  # a restriction that cannot apply is a UserError naming the phase
     spec = parse_data_spec(request.data)
-    _positive(request.data_cpus, "data cpus", integer=False)
-    choice = resolve_loader(request.data_loader, spec, workers=request.workers,
-                            subset=request.subset, seed=request.seed,
-                            recal_images=request.recal_images, val_limit=request.val_limit)
-    if choice is None:
-        dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
-        n_train = dataset.n_train
-        n_train_full = _full_train_size(spec, dataset.n_train, request.subset, request.seed)
-    else:
-        dataset, n_train, n_train_full = choice.dataset, choice.n_train, choice.n_train_full
-    if n_train < request.workers:
-        raise UserError(f"{n_train} training images cannot feed {request.workers} "
-                        "workers; raise --subset")
+    data = _choose_data(spec, request)
     tracking_uri = resolve_tracking_uri(request.tracking_uri)
     resumed = _resolve_resume(request, full.name, tracking_uri)
     if resumed is not None:
         request = replace(request, run_name=resumed.run_name,
                           storage_path=resumed.storage_path)
-    eval_images = _eval_images(spec, dataset, request)
+    eval_images = _eval_images(spec, data.dataset, request)
     init = _resolve_init_from(request, schedule, space, tracking_uri)
     if request.init_checkpoint:
         if init is not None:
             raise UserError("--init-checkpoint and --init-from: give one of them")
         _check_checkpoint(request.init_checkpoint, full.phases[0].base_space(space))
-    init_checkpoint = init.checkpoint if init is not None else request.init_checkpoint
     gpus = request.gpus_per_worker > 0
     hardware = load_hardware(request.hardware or ("cpu" if not gpus else _gpu_kind()))
     n_devices = int(round(request.workers * request.gpus_per_worker)) if gpus else request.workers
-    small = dataset.small_input if request.small_input is None else request.small_input
-    engine = EngineConfig(
-        schedule=schedule, space=space_name, data=spec,
-        batch_size=request.batch_size,
-        seed=request.seed, subset=request.subset, width_mult=request.width_mult,
-        small_input=small, amp=request.amp, recal_images=request.recal_images,
-        val_limit=request.val_limit, init_checkpoint=init_checkpoint,
-        init_phase=init.phase if init is not None else None,
-        loader_workers=request.loader_workers,
-        data_loader="memory" if choice is None else choice.loader, data_cpus=request.data_cpus,
-        eval_split=request.eval_split)
     return PreparedRun(
         request=request, full_schedule=full, schedule=schedule, space=space_name,
-        engine=engine, hardware=hardware, n_devices=max(1, n_devices),
-        n_train=n_train, n_train_full=n_train_full,
+        engine=_engine_config(request, schedule, space_name, spec, data, init),
+        hardware=hardware, n_devices=max(1, n_devices),
+        n_train=data.n_train, n_train_full=data.n_train_full,
         run_name=request.run_name or unique_run_name(full.name, space_name),
         storage_path=_storage(request.storage_path or default_storage_path()),
         tracking_uri=tracking_uri,
         init_from_run_id=init.run_id if init is not None else None,
         init_phase=init.phase if init is not None else None, eval_images=eval_images,
         prior_cost=resumed.prior_cost if resumed is not None else ())
+
+
+def _check_request(request: TrainRequest) -> None:
+    """The request's own fields, each bad one a ``UserError`` naming its option."""
+    _positive(request.workers, "--workers")
+    _positive(request.batch_size, "--batch-size")
+    _positive(request.gpus_per_worker, "--gpus-per-worker", integer=False, zero_ok=True)
+    _positive(request.cpus_per_worker, "cpus per worker", integer=False)
+    _positive(request.max_failures, "max failures", zero_ok=True)
+    _positive(request.loader_workers, "loader workers", zero_ok=True)
+    _positive(request.data_cpus, "data cpus", integer=False)
+    if request.subset is not None:
+        _positive(request.subset, "--subset")
+    if request.placement_strategy not in PLACEMENT_STRATEGIES:
+        raise UserError(f"placement strategy {request.placement_strategy!r}: expected PACK, "
+                        "SPREAD, STRICT_PACK or STRICT_SPREAD")
+    if request.amp not in AMP_MODES:
+        raise UserError(f"amp {request.amp!r}: expected auto, bf16, fp16 or off")
+    if request.eval_split not in EVAL_SPLITS:
+        raise UserError(f"eval split {request.eval_split!r}: expected one of "
+                        f"{', '.join(EVAL_SPLITS)}")
+
+
+@dataclass(frozen=True)
+class _DataChoice:
+    """The dataset a run trains on and how it is read: in memory (``loader="memory"``) or
+    streamed by Ray Data; ``n_train_full`` is the whole dataset's training size."""
+
+    dataset: DatasetSplits
+    n_train: int
+    n_train_full: int
+    loader: str
+
+
+def _choose_data(spec: DataSpec, request: TrainRequest) -> _DataChoice:
+    """Load (in memory) or describe (Ray Data) the training data; enough images to feed
+    every worker."""
+    from ofa_platform.data.raydata import resolve_loader
+    from ofa_platform.datasets import load_dataset, train_size
+
+    choice = resolve_loader(request.data_loader, spec, workers=request.workers,
+                            subset=request.subset, seed=request.seed,
+                            recal_images=request.recal_images, val_limit=request.val_limit)
+    if choice is None:
+        dataset = load_dataset(spec, subset=request.subset, seed=request.seed)
+        full = (dataset.n_train if request.subset is None
+                else train_size(spec, seed=request.seed))
+        data = _DataChoice(dataset, dataset.n_train, full, "memory")
+    else:
+        data = _DataChoice(choice.dataset, choice.n_train, choice.n_train_full, choice.loader)
+    if data.n_train < request.workers:
+        raise UserError(f"{data.n_train} training images cannot feed {request.workers} "
+                        "workers; raise --subset")
+    return data
+
+
+def _engine_config(request: TrainRequest, schedule: Schedule, space_name: str, spec: DataSpec,
+                   data: _DataChoice, init: _InitFrom | None) -> EngineConfig:
+    """What every Ray Train worker builds its engine from."""
+    from ofa_platform.train.engine import EngineConfig
+
+    small = data.dataset.small_input if request.small_input is None else request.small_input
+    return EngineConfig(
+        schedule=schedule, space=space_name, data=spec,
+        batch_size=request.batch_size,
+        seed=request.seed, subset=request.subset, width_mult=request.width_mult,
+        small_input=small, amp=request.amp, recal_images=request.recal_images,
+        val_limit=request.val_limit,
+        init_checkpoint=init.checkpoint if init is not None else request.init_checkpoint,
+        init_phase=init.phase if init is not None else None,
+        loader_workers=request.loader_workers,
+        data_loader=data.loader, data_cpus=request.data_cpus,
+        eval_split=request.eval_split)
 
 
 def _eval_images(spec: Any, dataset: Any, request: TrainRequest) -> int:
@@ -280,25 +272,6 @@ def _resolve_resume(request: TrainRequest, schedule: str, tracking_uri: str
     return _Resumed(run_name=tags["ofa.ray_run_name"],
                     storage_path=params.get("ray_storage") or default_storage_path(),
                     prior_cost=prior)
-
-
-def _full_train_size(spec: Any, n_train: int, subset: int | None, seed: int) -> int:
-    """Training images of the whole dataset (for the full-recipe projection) without
-    decoding it: Parquet row counts come from the file footer, less the validation split."""
-    if subset is None:
-        return n_train
-    import inspect
-
-    from ofa_platform.datasets import load_dataset
-
-    if spec.kind == "parquet" and spec.path is not None:
-        import pyarrow.parquet as pq
-
-        f = spec.path if spec.path.is_file() else spec.path / "train.parquet"
-        rows = pq.ParquetFile(f).metadata.num_rows
-        val = inspect.signature(load_dataset).parameters["val_fraction"].default
-        return int(round(rows * (1.0 - val)))
-    return load_dataset(spec, seed=seed).n_train
 
 
 def _storage(path: str) -> str:
@@ -392,7 +365,7 @@ def _download_phase(run_id: str, phase: str, tracking_uri: str) -> str:
                         "such checkpoint file)") from None
     if run.data.tags.get("ofa.kind") != "train":
         raise UserError(f"--init-from: run {run_id} is not a training run")
-    dest = _PROJECT_DIR / "runs" / "init_from" / f"{run_id}_{phase}"
+    dest = project_root() / "runs" / "init_from" / f"{run_id}_{phase}"
     local = dest / "phases" / phase / SUPERNET_FILE
     if local.is_file():
         return str(local)
@@ -758,36 +731,34 @@ def _ray_sigint_as_interrupt() -> Iterator[None]:
 
 
 def _run_tracked(prep: PreparedRun, progress: Reporter) -> TrainOutcome:
+    """The job inside its MLflow run. The job's status is decided once, by
+    :func:`_job_status`; a failed job ends its run FAILED (cost logged) and returns, an
+    interrupt or an error of the platform's own ends it FAILED and propagates."""
+    import mlflow
+
     from ofa_platform.tracking import tracked_run
 
-    outcome = TrainOutcome(run_id="", run_name=prep.run_name, status="RUNNING",
-                           checkpoint_dir=None)
+    run_id, status = "", "FAILED"
     try:
         with tracked_run(prep.request.experiment, prep.run_name, tags=_tags(prep),
                          params=_params(prep), tracking_uri=prep.tracking_uri,
                          run_id=prep.request.resume_run_id) as run:
-            outcome.run_id = run.info.run_id
-            progress(f"[ofa-train] MLflow run {outcome.run_id} ({prep.tracking_uri}); "
+            run_id = run.info.run_id
+            progress(f"[ofa-train] MLflow run {run_id} ({prep.tracking_uri}); "
                      f"Ray run {prep.run_name}; {prep.schedule.total_epochs} epochs in "
                      f"{len(prep.schedule.phases)} phases on {prep.n_devices} "
                      f"{'GPU' if prep.request.gpus_per_worker else 'CPU worker'}(s)")
             progress(_data_line(prep))
-            _fit_and_record(prep, run, outcome, progress)
-            if outcome.error:
-                raise _JobFailed(outcome.error)
-    except _JobFailed:
-        pass
-    except KeyboardInterrupt:
-        outcome.status = "FAILED"
-        outcome.error = outcome.error or "interrupted"
-        raise
-    except BaseException:
-        outcome.status = "FAILED"
-        raise
+            fit = _fit_and_record(prep, run, progress)
+            status = fit.status
+            if status == "FAILED":
+                progress(f"[ofa-train] job failed: {fit.error}")
+                mlflow.end_run(status="FAILED")  # tracked_run keeps a status set here
     finally:
-        final = "FINISHED" if outcome.status == "FINISHED" else "FAILED"
-        _close_phase_runs(prep.tracking_uri, outcome.run_id, final)
-    return outcome
+        _close_phase_runs(prep.tracking_uri, run_id, status)
+    return TrainOutcome(run_id=run_id, run_name=prep.run_name, status=status,
+                        checkpoint_dir=fit.checkpoint_dir, final_metrics=fit.metrics,
+                        cost=fit.cost, error=fit.error)
 
 
 def _data_line(prep: PreparedRun) -> str:
@@ -801,12 +772,27 @@ def _data_line(prep: PreparedRun) -> str:
             f"mean {d['data_mean']}, std {d['data_std']}, {stem} ({d['data_recipe']})")
 
 
-class _JobFailed(Exception):
-    """Marks the MLflow run FAILED after the cost of a failed job was recorded."""
+@dataclass(frozen=True)
+class _Fit:
+    """What ``trainer.fit()`` left: the job's status (:func:`_job_status`), the checkpoint
+    of a finished job, the summary metrics and the cost logged."""
+
+    status: str
+    error: str | None
+    checkpoint_dir: str | None
+    metrics: dict[str, float]
+    cost: dict[str, float]
 
 
-def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
-                    progress: Reporter) -> None:
+def _job_status(error: str | None, checkpoint: Any) -> tuple[str, str | None]:
+    """The one place a job's status is decided: FINISHED with a checkpoint and no error."""
+    if error is None and checkpoint is None:
+        error = "the job ended without a checkpoint"
+    return ("FAILED", error) if error else ("FINISHED", None)
+
+
+def _fit_and_record(prep: PreparedRun, run: Any, progress: Reporter) -> _Fit:
+    """Train with the epoch display and the MLflow callback attached."""
     phases = [{"name": p.name, "phase_index": i, "start_epoch": p.start_epoch,
                "end_epoch": p.end_epoch} for i, p in enumerate(prep.schedule.phases)]
     with _epoch_display(progress, prep.schedule.total_epochs) as events:
@@ -814,26 +800,24 @@ def _fit_and_record(prep: PreparedRun, run: Any, outcome: TrainOutcome,
                                         run.info.experiment_id, phases,
                                         prep.schedule.total_epochs, prep.n_devices, events,
                                         hardware=prep.hardware)
-        _fit(prep, callback, outcome, run, progress)
+        return _fit(prep, callback, run, progress)
 
 
-def _fit(prep: PreparedRun, callback: MlflowReportCallback, outcome: TrainOutcome, run: Any,
-         progress: Reporter) -> None:
-    import mlflow
+def _trainer(prep: PreparedRun, callback: MlflowReportCallback, run_id: str) -> Any:
+    """The Ray Train job: ``workers`` copies of the per-worker loop, checkpoints in
+    ``storage_path`` under the run's name (how a resumed run finds them)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ofa_platform.costs import EnergyMeter
-    from ofa_platform.tracking import log_cost
-    from ofa_platform.train.engine import SUPERNET_FILE, train_loop_per_worker
+    from ofa_platform.train.engine import train_loop_per_worker
 
     r = prep.request
     resources = {"CPU": r.cpus_per_worker}
     if r.gpus_per_worker:
         resources["GPU"] = r.gpus_per_worker
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"engine": replace(prep.engine, mlflow_run_id=run.info.run_id),
+        train_loop_config={"engine": replace(prep.engine, mlflow_run_id=run_id),
                            "threads": max(1, int(r.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
                                      resources_per_worker=resources,
@@ -843,52 +827,69 @@ def _fit(prep: PreparedRun, callback: MlflowReportCallback, outcome: TrainOutcom
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              callbacks=[callback]),
     )
-    meter = EnergyMeter(prep.hardware, prep.n_devices, use_nvml=r.gpus_per_worker > 0)
+
+
+def _fit(prep: PreparedRun, callback: MlflowReportCallback, run: Any,
+         progress: Reporter) -> _Fit:
+    """Run the trainer under the energy meter. The cost is logged whatever happens (an
+    interrupt too, which then propagates); a finished job's supernet is logged as the
+    ``checkpoint`` artifact."""
+    import mlflow
+
+    from ofa_platform.costs import EnergyMeter
+    from ofa_platform.train.engine import SUPERNET_FILE
+
+    trainer = _trainer(prep, callback, run.info.run_id)
+    meter = EnergyMeter(prep.hardware, prep.n_devices, use_nvml=prep.request.gpus_per_worker > 0)
     meter.start()
-    result = None
+    result, error = None, None
     try:
         with _ray_sigint_as_interrupt():
             result = trainer.fit()
         if result.error is not None:
-            outcome.error = f"{type(result.error).__name__}: {result.error}"
-    except KeyboardInterrupt:
-        outcome.status = "FAILED"
-        outcome.error = "interrupted"
-        raise
+            error = f"{type(result.error).__name__}: {result.error}"
     except Exception as exc:  # noqa: BLE001 - recorded as the job's failure, cost still logged
-        outcome.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
     finally:
         meter.stop()
-        wall = meter.hours * 3600.0  # one clock for the wall time and the device-hours
-        report = meter.report()  # device-hours = wall x devices; NVML energy where measured
-        prior = dict(prep.prior_cost)  # an interrupted attempt's cost, when this resumes it
-        if prior:
-            report = type(report)(**{k: v + prior.get(k, 0.0)
-                                     for k, v in report.to_dict().items()})
-            wall += prior.get("wall_s", 0.0)
-        device_hours = report.device_hours
-        log_cost(report)
-        outcome.cost = {k: float(getattr(report, k)) for k in
-                        ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")}
-        extra = _summary_metrics(prep, run.info.run_id)
-        extra["wall_s"] = wall
-        extra["energy_measured"] = float(meter.source == "nvml")
-        mlflow.log_metrics(extra)
-        outcome.final_metrics = extra
-        progress(f"[ofa-train] {wall:.1f} s, {device_hours:.4f} device-hours, "
-                 f"${report.dollars:.4f}, {report.energy_kwh:.5f} kWh, "
-                 f"{report.co2_kg:.5f} kg CO2; full recipe at this speed: "
-                 f"{extra.get('projected_full_device_hours', float('nan')):.1f} device-hours")
-    if outcome.error is None and result is not None and result.checkpoint is not None:
-        outcome.checkpoint_dir = result.checkpoint.path
-        with result.checkpoint.as_directory() as d:
+        metrics, cost = _log_cost(prep, meter, run.info.run_id, progress)
+    checkpoint = result.checkpoint if result is not None else None
+    status, error = _job_status(error, checkpoint)
+    if status == "FINISHED":
+        with checkpoint.as_directory() as d:
             mlflow.log_artifact(os.path.join(d, SUPERNET_FILE), artifact_path="checkpoint")
-        outcome.status = "FINISHED"
-    elif outcome.error is None:
-        outcome.error = "the job ended without a checkpoint"
-    if outcome.error:
-        outcome.status = "FAILED"
-        progress(f"[ofa-train] job failed: {outcome.error}")
+    return _Fit(status=status, error=error,
+                checkpoint_dir=checkpoint.path if status == "FINISHED" else None,
+                metrics=metrics, cost=cost)
+
+
+def _log_cost(prep: PreparedRun, meter: Any, run_id: str,
+              progress: Reporter) -> tuple[dict[str, float], dict[str, float]]:
+    """Log this attempt's cost plus an interrupted attempt's (a resumed run) and the summary
+    metrics; say them in one line. Returns (summary metrics, cost)."""
+    import mlflow
+
+    from ofa_platform.tracking import log_cost
+
+    wall = meter.hours * 3600.0  # one clock for the wall time and the device-hours
+    report = meter.report()  # device-hours = wall x devices; NVML energy where measured
+    prior = dict(prep.prior_cost)  # an interrupted attempt's cost, when this resumes it
+    if prior:
+        report = type(report)(**{k: v + prior.get(k, 0.0)
+                                 for k, v in report.to_dict().items()})
+        wall += prior.get("wall_s", 0.0)
+    log_cost(report)
+    cost = {k: float(getattr(report, k)) for k in
+            ("device_hours", "dollars", "energy_kwh", "co2_kg", "co2_lbs")}
+    extra = _summary_metrics(prep, run_id)
+    extra["wall_s"] = wall
+    extra["energy_measured"] = float(meter.source == "nvml")
+    mlflow.log_metrics(extra)
+    progress(f"[ofa-train] {wall:.1f} s, {report.device_hours:.4f} device-hours, "
+             f"${report.dollars:.4f}, {report.energy_kwh:.5f} kWh, "
+             f"{report.co2_kg:.5f} kg CO2; full recipe at this speed: "
+             f"{extra.get('projected_full_device_hours', float('nan')):.1f} device-hours")
+    return extra, cost
 
 
 def _summary_metrics(prep: PreparedRun, run_id: str) -> dict[str, float]:

@@ -50,12 +50,11 @@ YAML layout (all keys optional unless marked)::
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ofa_platform.configs import ConfigReader
 from ofa_platform.errors import UserError
 from ofa_platform.train.modes import (
     DISTILLATION_MODES,
@@ -81,7 +80,9 @@ RESOLUTION_SAMPLING = ("per_batch",)
 
 def default_schedules_dir() -> Path:
     """``jobs/schedules/`` of this checkout (the package is installed editable)."""
-    return Path(__file__).resolve().parents[2] / "jobs" / "schedules"
+    from ofa_platform.paths import jobs_dir
+
+    return jobs_dir("schedules")
 
 
 # --------------------------------------------------------------------------- values
@@ -356,83 +357,7 @@ _PHASE_KEYS = {"name", "epochs", "warmup_epochs", "lr", "subnets_per_step", "sam
 _RESTRICT_KEYS = {"kernels", "ratios", "depths", "compound", "widths"}
 
 
-class _Reader:
-    """Typed field access that records every problem instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def unknown(self, data: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for key in sorted(set(map(str, data)) - allowed):
-            self.errors.append(f"{where}{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
-
-    def get(self, data: Mapping[str, Any], key: str, kind: str, where: str, default: Any = None,
-            *, required: bool = False, choices: tuple[str, ...] = (), minimum: float | None = None,
-            positive: bool = False) -> Any:
-        if key not in data or data[key] is None:
-            if required:
-                self.errors.append(f"{where}{key}: missing")
-            return default
-        v = data[key]
-        ok = {
-            "str": isinstance(v, str),
-            "bool": isinstance(v, bool),
-            "int": isinstance(v, int) and not isinstance(v, bool),
-            "float": isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-        }[kind]
-        if not ok:
-            self.errors.append(f"{where}{key}: expected {kind}, got {v!r}")
-            return default
-        if choices and v not in choices:
-            self.errors.append(f"{where}{key}: {v!r} is not one of {', '.join(choices)}")
-            return default
-        if positive and v <= 0:
-            self.errors.append(f"{where}{key}: must be > 0, got {v!r}")
-            return default
-        if minimum is not None and v < minimum:
-            self.errors.append(f"{where}{key}: must be >= {minimum}, got {v!r}")
-            return default
-        return float(v) if kind == "float" else v
-
-    def int_list(self, data: Mapping[str, Any], key: str, where: str,
-                 minimum: int = 1) -> tuple[int, ...] | None:
-        if key not in data or data[key] is None:
-            return None
-        v = data[key]
-        if (not isinstance(v, list) or not v
-                or any(isinstance(x, bool) or not isinstance(x, int) or x < minimum for x in v)):
-            what = "positive" if minimum == 1 else f"integers >= {minimum}"
-            self.errors.append(f"{where}{key}: expected a non-empty list of {what}"
-                               f"{' integers' if minimum == 1 else ''}, got {v!r}")
-            return None
-        return tuple(sorted(set(v)))
-
-    def number_list(self, data: Mapping[str, Any], key: str,
-                    where: str) -> tuple[float, ...] | None:
-        """Positive numbers (ResNet50D's ratios and widths are fractions); integers stay
-        integers so MobileNet ratios read as before."""
-        if key not in data or data[key] is None:
-            return None
-        v = data[key]
-        if (not isinstance(v, list) or not v
-                or any(isinstance(x, bool) or not isinstance(x, (int, float))
-                       or not math.isfinite(x) or x <= 0 for x in v)):
-            self.errors.append(f"{where}{key}: expected a non-empty list of positive numbers, "
-                               f"got {v!r}")
-            return None
-        return tuple(sorted(set(v)))
-
-    def mapping(self, data: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-        v = data.get(key)
-        if v is None:
-            return {}
-        if not isinstance(v, dict):
-            self.errors.append(f"{where}{key}: expected a mapping, got {v!r}")
-            return {}
-        return v
-
-
-def _parse_phase(r: _Reader, data: Any, i: int, default_init: str) -> Phase | None:
+def _parse_phase(r: ConfigReader, data: Any, i: int, default_init: str) -> Phase | None:
     where = f"phases[{i}]."
     if not isinstance(data, dict):
         r.errors.append(f"phases[{i}]: expected a mapping, got {data!r}")
@@ -470,7 +395,7 @@ def _parse_phase(r: _Reader, data: Any, i: int, default_init: str) -> Phase | No
     )
 
 
-def _check_phases(r: _Reader, phases: list[Phase], lr_schedule: str) -> None:
+def _check_phases(r: ConfigReader, phases: list[Phase], lr_schedule: str) -> None:
     """Cross-field rules: they name the phase, so the user knows where to look."""
     seen: set[str] = set()
     for i, p in enumerate(phases):
@@ -529,29 +454,11 @@ def parse_schedule(data: Any, *, name: str | None = None, source: str = "schedul
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping at the top level, got "
                         f"{type(data).__name__}")
-    r = _Reader()
+    r = ConfigReader()
     r.unknown(data, _TOP_KEYS, "")
-    od = r.mapping(data, "optimizer", "")
-    r.unknown(od, _OPT_KEYS, "optimizer.")
-    optimizer = OptimizerSpec(
-        type=r.get(od, "type", "str", "optimizer.", "sgd", choices=("sgd",)),
-        momentum=r.get(od, "momentum", "float", "optimizer.", 0.9, minimum=0.0),
-        nesterov=r.get(od, "nesterov", "bool", "optimizer.", True),
-        weight_decay=r.get(od, "weight_decay", "float", "optimizer.", 3e-5, minimum=0.0),
-        no_decay_bn_bias=r.get(od, "no_decay_bn_bias", "bool", "optimizer.", True),
-    )
+    optimizer = _parse_optimizer(r, data)
     lr_schedule = r.get(data, "lr_schedule", "str", "", "per_phase", choices=LR_SCHEDULES)
-    raw_phases = data.get("phases")
-    phases: list[Phase] = []
-    if not isinstance(raw_phases, list) or not raw_phases:
-        r.errors.append("phases: expected a non-empty list of phases")
-    else:
-        for i, pd in enumerate(raw_phases):
-            phase = _parse_phase(r, pd, i, "scratch" if i == 0 else "previous")
-            if phase is not None:
-                phases.append(phase)
-        if len(phases) == len(raw_phases):
-            _check_phases(r, phases, lr_schedule)
+    phases = _parse_phases(r, data.get("phases"), lr_schedule)
     kw = dict(
         name=r.get(data, "name", "str", "", name or "schedule"),
         space=r.get(data, "space", "str", "", required=True) or "",
@@ -575,6 +482,34 @@ def parse_schedule(data: Any, *, name: str | None = None, source: str = "schedul
     if r.errors:
         raise UserError(f"{source}: " + "; ".join(r.errors))
     return Schedule(phases=tuple(phases), **kw)
+
+
+def _parse_optimizer(r: ConfigReader, data: dict[str, Any]) -> OptimizerSpec:
+    """The ``optimizer`` mapping; OFA's SGD settings where a key is left out."""
+    od = r.mapping(data, "optimizer", "")
+    r.unknown(od, _OPT_KEYS, "optimizer.")
+    return OptimizerSpec(
+        type=r.get(od, "type", "str", "optimizer.", "sgd", choices=("sgd",)),
+        momentum=r.get(od, "momentum", "float", "optimizer.", 0.9, minimum=0.0),
+        nesterov=r.get(od, "nesterov", "bool", "optimizer.", True),
+        weight_decay=r.get(od, "weight_decay", "float", "optimizer.", 3e-5, minimum=0.0),
+        no_decay_bn_bias=r.get(od, "no_decay_bn_bias", "bool", "optimizer.", True),
+    )
+
+
+def _parse_phases(r: ConfigReader, raw_phases: Any, lr_schedule: str) -> list[Phase]:
+    """Every phase (errors collected on ``r``); checked together once each one parsed."""
+    phases: list[Phase] = []
+    if not isinstance(raw_phases, list) or not raw_phases:
+        r.errors.append("phases: expected a non-empty list of phases")
+        return phases
+    for i, pd in enumerate(raw_phases):
+        phase = _parse_phase(r, pd, i, "scratch" if i == 0 else "previous")
+        if phase is not None:
+            phases.append(phase)
+    if len(phases) == len(raw_phases):
+        _check_phases(r, phases, lr_schedule)
+    return phases
 
 
 def list_schedules(schedules_dir: str | Path | None = None) -> list[str]:
