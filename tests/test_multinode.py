@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 
 # slow: a cluster start-up and several Ray jobs; the timeout covers a shared, loaded machine
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800),
-              pytest.mark.unverified]  # see README "Tests not yet run in CI"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,6 +214,7 @@ def test_population_evaluates_on_both_nodes_with_one_node_accuracies(
     assert accs == pytest.approx(local, abs=1e-9)
 
 
+@pytest.mark.unverified  # fails here: README "Tests not yet run in CI"
 def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
         nodes: Nodes, mlflow_uri: str, tmp_path: Path) -> None:
     import yaml
@@ -235,7 +235,9 @@ def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
     client = connect(nodes.dashboard)
     job_id = submit_job(client, "search", [str(config)], mlflow_uri=mlflow_uri, root=REPO)
     status = wait_for_job(client, job_id, timeout_s=480)
-    assert status == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
+    logs = client.get_job_logs(job_id)
+    (tmp_path / "job.log").write_text(logs)  # the whole log, to read after a failure
+    assert status == "SUCCEEDED", logs[-3000:]
     info = client.get_job_info(job_id)
     job_actors = [n for n, j in _actors("Trainable").values() if j == info.driver_info.id]
     assert job_actors and nodes.head not in job_actors, (job_actors, info)
@@ -260,7 +262,8 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
 
     from ofa_platform.train.runner import prepare, run_training
 
-    prep = prepare(_request(tmp_path, mlflow_uri, 4, placement_strategy="SPREAD"))
+    epochs = 12  # ~2 s each on a quiet machine: the kill lands mid-run, not after the end
+    prep = prepare(_request(tmp_path, mlflow_uri, epochs, placement_strategy="SPREAD"))
     client = MlflowClient(mlflow_uri)
     before = set(_actors("RayTrainWorker"))
     box: dict[str, Any] = {}
@@ -282,6 +285,7 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
     assert epochs_logged() >= 1, "no epoch was committed"
     first = {k: n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before}
     assert sorted(first.values()) == sorted([nodes.a, nodes.b]), first
+    assert thread.is_alive() and epochs_logged() < epochs, "training ended before the kill"
     os.kill(_raylet_pid(nodes.b_node), signal.SIGKILL)
     killed_at = time.time()
     thread.join(timeout=1500)
@@ -291,7 +295,7 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
     run = client.get_run(out.run_id)
     m = run.data.metrics
     assert run.info.status == "FINISHED" and m["worker_failures"] >= 1
-    assert m["epochs_run"] == 4
+    assert m["epochs_run"] == epochs
     resumed = [int(e) for e in run.data.tags["ofa.resumed_from"].split(",")]
     assert max(resumed) >= 1  # restarted from a checkpoint, not from epoch 0
     later = {k: n for k, (n, _) in _actors("RayTrainWorker").items()

@@ -389,6 +389,11 @@ class PopulationEvaluator:
         errors = []
         for result in grid:
             metrics = result.metrics or {}
+            if (result.config or {}).get("shard") is None:  # the trial never started
+                errors.append(result.error or "a trial never started")
+                self.trial_rows.append(_trial_row(len(self.trial_rows), "", -1, 0, None,
+                                                  _error_text(result.error), None))
+                continue
             index = int(result.config["shard"])
             failed = result.error is not None or "accs" not in metrics
             self.trial_rows.append(_trial_row(
