@@ -74,3 +74,14 @@ def test_recipe_smoke_run_then_checkpoint_search(shared_data: Path, ray_local: o
     assert search_run.info.status == "FINISHED"
     assert search_run.data.tags["ofa.space"] == "ofa_resnet50"
     assert search_run.data.tags["ofa.train_run_id"] == out.run_id
+
+    # the report: the ResNet run is a method of the comparison, priced, with its space
+    from dashboards.report import write_report
+
+    report = write_report("smoke", tmp_path / "report.html", mlflow_uri)
+    row = report.table.loc["ofa_resnet50"]
+    assert row["space"] == "ofa_resnet50" and row["device_hours"] > 0, row.to_dict()
+    assert row["search_s_per_target"] > 0 and row["train_run_id"] == out.run_id
+    html = (tmp_path / "report.html").read_text()
+    assert "ofa_resnet50" in html and "<svg" in html
+    assert client.get_run(report.run_id).info.status == "FINISHED"
