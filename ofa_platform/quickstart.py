@@ -25,7 +25,7 @@ class QuickstartConfig:
     """Sizes of the quick start. The defaults finish in a few minutes on 2 CPU cores."""
 
     methods: tuple[str, ...] = ("ofa", "compofa", "deps")
-    data: str = "synthetic"
+    data: str = "quickstart"  # jobs/datasets/quickstart.yaml: generated 16-px images
     subset: int = 192
     epoch_scale: float = 0.002  # every phase of every recipe runs one (short) epoch
     workers: int = 2

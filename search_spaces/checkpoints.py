@@ -27,6 +27,7 @@ import torch
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "OFA_LAYOUT", "CheckpointError", "save_supernet", "load_supernet",
+           "weights_fingerprint",
            "load_ofa_checkpoint", "save_ofa_checkpoint", "load_any_checkpoint",
            "load_checkpoint", "LoadedCheckpoint", "checkpoint_format", "ofa_key",
            "resnet_ofa_key", "ofa_state_dict", "load_weights_only"]
@@ -190,6 +191,28 @@ def load_weights_only(path: str | os.PathLike[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def weights_fingerprint(path: str | os.PathLike[str]) -> str:
+    """What a checkpoint computes, as 16 hex digits: sha256 of its spec and weights, not of
+    its file. The file also holds provenance (the training run's MLflow id), so two runs that
+    train the same weights (same seed, same recipe) write different files; keyed by weights,
+    the second one's subnet accuracies come from the first one's cache."""
+    import hashlib
+    import json
+
+    data = _read(path, "cpu")
+    h = hashlib.sha256()
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        h.update(json.dumps(data.get("spec"), sort_keys=True, default=str).encode())
+        state = data.get("state_dict", {})
+    else:  # a published OFA file: its state dict is all there is
+        state = data.get("state_dict", data) if isinstance(data, dict) else {}
+    for key in sorted(k for k, v in state.items() if isinstance(v, torch.Tensor)):
+        v = state[key].detach().cpu().contiguous()
+        h.update(f"{key}:{v.dtype}:{tuple(v.shape)}".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _read(path: str | os.PathLike[str], map_location: str | torch.device) -> Any:

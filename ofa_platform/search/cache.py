@@ -2,8 +2,9 @@
 
 A memo is a JSON object ``key -> number`` rewritten whole and renamed into place, so a crashed
 search never leaves half a file and a second search finds everything the first one paid for.
-Accuracy caches are one file per supernet checkpoint (its content hash) and evaluation setup,
-because the same arch has a different accuracy in another checkpoint.
+Accuracy caches are one file per supernet (the hash of its spec and weights, not of its file,
+which also records the run that trained it) and evaluation setup, because the same arch has a
+different accuracy in other weights.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from ofa_platform.errors import UserError
 from ofa_platform.files import atomic_path
 
-__all__ = ["JsonMemo", "atomic_write_text", "file_fingerprint", "accuracy_cache_path"]
+__all__ = ["JsonMemo", "atomic_write_text", "accuracy_cache_path"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -54,17 +55,10 @@ class JsonMemo:
         return len(self._data)
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """sha256 of a file's content (first 16 hex digits): a checkpoint's identity."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def accuracy_cache_path(cache_dir: str | Path, checkpoint: str | Path, setup: str) -> Path:
-    """Where accuracies of ``checkpoint`` under an evaluation ``setup`` (data, subset, batch)
-    are kept."""
+    """Where accuracies of ``checkpoint``'s weights under an evaluation ``setup`` (data,
+    subset, batch) are kept."""
+    from search_spaces.checkpoints import weights_fingerprint
+
     tag = hashlib.sha256(setup.encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"acc-{file_fingerprint(checkpoint)}-{tag}.json"
+    return Path(cache_dir) / f"acc-{weights_fingerprint(checkpoint)}-{tag}.json"
