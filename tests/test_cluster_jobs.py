@@ -221,7 +221,8 @@ def test_stop_a_job(cluster: LocalCluster, tmp_path: Path, mlflow_uri: str) -> N
     stop = _cli(["jobs", "stop", job_id, "--address", cluster.address], cluster)
     assert stop.returncode == 0 and "stop requested" in stop.stdout
     jobs = ray_cluster.connect(cluster.address, cluster.token_file)
-    assert ray_cluster.wait_for_job(jobs, job_id, timeout_s=60) == "STOPPED"
+    # STOPPED once the driver ended (it has up to RAY_JOB_STOP_WAIT_TIME_S, 60 s, to do so)
+    assert ray_cluster.wait_for_job(jobs, job_id, timeout_s=180) == "STOPPED"
     exp = client.get_experiment_by_name("stopme")
     if exp is not None:
         time.sleep(2)
