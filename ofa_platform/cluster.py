@@ -173,17 +173,18 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     if not verbose:  # the driver's Ray core logs each failed retry of a join on stderr
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     if not token and _gcs_wants_token(address):  # one RPC, not Ray's 20 s of retries
-        raise UserError(_auth_message(address, None, "the cluster requires an auth token"))
+        raise UserError(_auth_message(address, None, "the cluster requires an auth token",
+                                      token_flag=False))
     try:
         ray.init(address=address, **quiet)
     except _auth_error_type() as exc:
-        raise UserError(_auth_message(address, token, exc)) from None
+        raise UserError(_auth_message(address, token, exc, token_flag=False)) from None
     except (ConnectionError, TimeoutError) as exc:
         raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") \
             from None
     except RuntimeError as exc:
         if "auth" in str(exc).lower() or "token" in str(exc).lower():
-            raise UserError(_auth_message(address, token, exc)) from None
+            raise UserError(_auth_message(address, token, exc, token_flag=False)) from None
         raise ClusterError(f"cannot join the Ray cluster at {address}: {_one_line(exc)}") \
             from None
 
@@ -264,10 +265,14 @@ class _NeverRaised(Exception):
     pass
 
 
-def _auth_message(url: str, token: str | None, exc: BaseException | str) -> str:
+def _auth_message(url: str, token: str | None, exc: BaseException | str, *,
+                  token_flag: bool = True) -> str:
+    """One line for a refused token; ``token_flag``: the command takes ``--token-file``
+    (``submit`` and ``jobs`` do, driver commands joining through ``RAY_ADDRESS`` do not)."""
     if token is None or "Missing" in str(exc):
-        return (f"the Ray cluster at {url} requires its auth token: put it in ~/.ray/auth_token, "
-                "set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or pass --token-file")
+        return (f"the Ray cluster at {url} requires its auth token: put it in ~/.ray/auth_token"
+                + (", set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH, or pass --token-file"
+                   if token_flag else " or set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"))
     return f"the Ray cluster at {url} rejected the auth token (not this cluster's token?)"
 
 

@@ -27,22 +27,6 @@ T = TypeVar("T")
 _KINDS: dict[Any, str] = {int: "int", float: "float", str: "str", bool: "bool"}
 
 
-def coerce_field(name: str, value: Any, hint: Any) -> Any:
-    """Check one value against ``int``, ``float``, ``str``, ``bool`` or an optional of them."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):  # YAML's .nan and .inf are floats, not sizes or scales
-            raise UserError(f"{name}: expected a finite number, got {value!r}")
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    raise UserError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
 def _scalar_kind(hint: Any) -> tuple[str | None, bool]:
     """(``int``/``float``/``str``/``bool`` or None, whether None is allowed) of an annotation."""
     optional = False
@@ -51,6 +35,21 @@ def _scalar_kind(hint: Any) -> tuple[str | None, bool]:
         optional = len(args) < len(typing.get_args(hint))
         hint = args[0] if len(args) == 1 else None
     return _KINDS.get(hint), optional
+
+
+def coerce_field(name: str, value: Any, hint: Any) -> Any:
+    """One value checked against ``int``, ``float``, ``str``, ``bool`` or an optional of them
+    (:meth:`ConfigReader.get`'s rules); a ``UserError`` naming ``name`` when it is not."""
+    kind, optional = _scalar_kind(hint)
+    if value is None and optional:
+        return None
+    if kind is None or value is None:
+        raise UserError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+    r = ConfigReader()
+    got = r.get({name: value}, name, kind, "")
+    if r.errors:
+        raise UserError(r.errors[0])
+    return got
 
 
 class ConfigReader:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ofa_platform.errors import UserError
-from ofa_platform.paths import project_root
+from ofa_platform.paths import jobs_dir, project_root
 
 # EVAL_SPLITS: ``val`` is held out of the training rows (what a search may select on);
 # ``test`` is the dataset's own test split, whole (what a study reports, never selects on)
@@ -57,8 +57,6 @@ _RECIPE_KEYS = {"name", "description", "kind", "path", "n", "resolutions", "mean
 
 def default_datasets_dir() -> Path:
     """``jobs/datasets/`` of this checkout (the package is installed editable)."""
-    from ofa_platform.paths import jobs_dir
-
     return jobs_dir("datasets")
 
 
@@ -127,8 +125,10 @@ def _load_recipe(path: Path) -> DataSpec:
     r = ConfigReader()
     r.unknown(data, _RECIPE_KEYS, "")
     kind = r.get(data, "kind", "str", "", required=True, choices=_KINDS)
-    if kind in ("parquet", "imagefolder"):
-        r.get(data, "path", "str", "", required=True)
+    if kind in ("parquet", "imagefolder") and data.get("path") is None:
+        r.errors.append("path: missing (relative to the repository's parent directory)")
+    else:
+        r.get(data, "path", "str", "")
     for key in ("mean", "std"):
         v = data.get(key)
         if v is not None and not (isinstance(v, list) and len(v) == 3 and all(

@@ -193,22 +193,18 @@ def load_weights_only(path: str | os.PathLike[str],
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def weights_fingerprint(path: str | os.PathLike[str]) -> str:
-    """What a checkpoint computes, as 16 hex digits: sha256 of its spec and weights, not of
-    its file. The file also holds provenance (the training run's MLflow id), so two runs that
+def weights_fingerprint(supernet: Supernet) -> str:
+    """What a supernet computes, as 16 hex digits: sha256 of its spec and weights. Not of its
+    file: the file also holds provenance (the training run's MLflow id), so two runs that
     train the same weights (same seed, same recipe) write different files; keyed by weights,
-    the second one's subnet accuracies come from the first one's cache."""
+    the second one's subnet accuracies come from the first one's cache. Hashed from the
+    loaded supernet, so a search does not read its checkpoint a second time."""
     import hashlib
     import json
 
-    data = _read(path, "cpu")
-    h = hashlib.sha256()
-    if isinstance(data, dict) and data.get("format") == FORMAT:
-        h.update(json.dumps(data.get("spec"), sort_keys=True, default=str).encode())
-        state = data.get("state_dict", {})
-    else:  # a published OFA file: its state dict is all there is
-        state = data.get("state_dict", data) if isinstance(data, dict) else {}
-    for key in sorted(k for k, v in state.items() if isinstance(v, torch.Tensor)):
+    h = hashlib.sha256(json.dumps(supernet.spec, sort_keys=True, default=str).encode())
+    state = supernet.state_dict()
+    for key in sorted(state):
         v = state[key].detach().cpu().contiguous()
         h.update(f"{key}:{v.dtype}:{tuple(v.shape)}".encode())
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -196,7 +196,7 @@ def test_model_layer_imports_nothing_from_the_platform() -> None:
 
 
 def test_weights_fingerprint_ignores_provenance(tmp_path: Path) -> None:
-    """Same spec and weights, different run ids: one fingerprint (a retrained identical
+    """Saved with different run ids and loaded back: one fingerprint (a retrained identical
     supernet reuses the accuracy cache); other weights or another width: another one."""
     from search_spaces.checkpoints import weights_fingerprint
 
@@ -204,11 +204,11 @@ def test_weights_fingerprint_ignores_provenance(tmp_path: Path) -> None:
     a = save_supernet(tmp_path / "a.pt", net, extra={"mlflow_run_id": "run-1"})
     b = save_supernet(tmp_path / "b.pt", net, extra={"mlflow_run_id": "run-2"})
     assert a.read_bytes() != b.read_bytes()
-    assert weights_fingerprint(a) == weights_fingerprint(b)
+    loaded_a, loaded_b = load_supernet(a)[0], load_supernet(b)[0]
+    assert weights_fingerprint(loaded_a) == weights_fingerprint(loaded_b) \
+        == weights_fingerprint(net)
     with torch.no_grad():
-        next(net.parameters()).add_(1e-3)
-    c = save_supernet(tmp_path / "c.pt", net)
-    assert weights_fingerprint(c) != weights_fingerprint(a)
-    wider = save_supernet(tmp_path / "d.pt", create_supernet("compofa_mbv3", width_mult=1.0,
-                                                             n_classes=10))
-    assert weights_fingerprint(wider) != weights_fingerprint(a)
+        next(loaded_b.parameters()).add_(1e-3)
+    assert weights_fingerprint(loaded_b) != weights_fingerprint(loaded_a)
+    wider = create_supernet("compofa_mbv3", width_mult=1.0, n_classes=10)
+    assert weights_fingerprint(wider) != weights_fingerprint(net)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ofa_platform.errors import UserError
 from ofa_platform.files import atomic_path
@@ -55,10 +56,10 @@ class JsonMemo:
         return len(self._data)
 
 
-def accuracy_cache_path(cache_dir: str | Path, checkpoint: str | Path, setup: str) -> Path:
-    """Where accuracies of ``checkpoint``'s weights under an evaluation ``setup`` (data,
+def accuracy_cache_path(cache_dir: str | Path, supernet: Any, setup: str) -> Path:
+    """Where accuracies of ``supernet``'s weights under an evaluation ``setup`` (data,
     subset, batch) are kept."""
     from search_spaces.checkpoints import weights_fingerprint
 
     tag = hashlib.sha256(setup.encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"acc-{weights_fingerprint(checkpoint)}-{tag}.json"
+    return Path(cache_dir) / f"acc-{weights_fingerprint(supernet)}-{tag}.json"

@@ -280,7 +280,8 @@ class PopulationEvaluator:
         setup = EvalSetup(data=req.data, calib_images=req.calib_images,
                           calib_batch=req.calib_batch, eval_batch=req.eval_batch,
                           val_subset=req.val_subset, seed=req.seed, subset=req.subset)
-        cache = JsonMemo(accuracy_cache_path(Path(req.cache_dir), req.checkpoint, setup.key()))
+        cache = JsonMemo(accuracy_cache_path(Path(req.cache_dir), prepared.supernet,
+                                               setup.key()))
         return cls(prepared.supernet, setup, workers=req.workers,
                    gpus_per_worker=req.gpus_per_worker, cache=cache,
                    storage_dir=Path(req.cache_dir) / "tune", progress=progress)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ofa_platform.configs import coerce_field
 from ofa_platform.errors import UserError
+from ofa_platform.paths import jobs_dir
 
 __all__ = ["PeerSpec", "SearchSpec", "StudyProtocol", "StudyUnit", "default_studies_dir",
            "load_study", "study_units", "PEER_ARCHS"]
@@ -32,8 +33,6 @@ PEER_ARCHS = ("smallest", "largest")
 
 def default_studies_dir() -> Path:
     """``jobs/studies`` of this checkout."""
-    from ofa_platform.paths import jobs_dir
-
     return jobs_dir("studies")
 
 

@@ -320,7 +320,7 @@ def _evaluate(ctx: _Context, unit: StudyUnit) -> str:
                      tracking_uri=ctx.tracking_uri) as run:
         meter = EnergyMeter(hardware, p.workers, use_nvml=p.gpus_per_worker > 0)
         meter.start()
-        cache = JsonMemo(accuracy_cache_path(ctx.out_dir / "cache", checkpoint, setup.key()))
+        cache = JsonMemo(accuracy_cache_path(ctx.out_dir / "cache", supernet, setup.key()))
         evaluator = PopulationEvaluator(supernet, setup, workers=p.workers,
                                         gpus_per_worker=p.gpus_per_worker, cache=cache,
                                         storage_dir=ctx.out_dir / "cache" / "tune")

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from ofa_platform.configs import ConfigReader
 from ofa_platform.errors import UserError
+from ofa_platform.paths import jobs_dir
 from ofa_platform.train.modes import (
     DISTILLATION_MODES,
     SAMPLING_RULES,
@@ -80,8 +81,6 @@ RESOLUTION_SAMPLING = ("per_batch",)
 
 def default_schedules_dir() -> Path:
     """``jobs/schedules/`` of this checkout (the package is installed editable)."""
-    from ofa_platform.paths import jobs_dir
-
     return jobs_dir("schedules")
 
 
