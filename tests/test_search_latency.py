@@ -88,3 +88,33 @@ def test_build_own_table_then_search_with_it(tmp_path: Path) -> None:
     archs = list(space.with_resolutions((128, 132)).enumerate())
     want = macs_estimator(codec, plan).of_archs(archs)
     np.testing.assert_allclose(est.of_archs(archs), want, rtol=1e-9)
+
+
+def test_parsed_tables_are_kept_by_content(note10: Path, tmp_path: Path) -> None:
+    """A second search reads the cached means, equal to the YAML's; an edited table is parsed
+    again (the cache is keyed by its bytes); a damaged memo is rewritten, not trusted."""
+    tables = tmp_path / "tables"
+    shutil.copytree(note10, tables)
+    cache = tmp_path / "cache"
+    res = (160, 164)
+    first = load_lut_dir(tables, res, cache)
+    memos = sorted((cache / "lut").glob("*.json"))
+    assert len(memos) == 2 and first == load_lut_dir(tables, res)
+    assert load_lut_dir(tables, res, cache) == first
+    path = tables / "160_lookup_table.yaml"
+    text = path.read_text()
+    key = next(k for k in first[160] if k.startswith("expanded_conv"))
+    old = f"{first[160][key]}"
+    assert f"mean: {old}" in text
+    path.write_text(text.replace(f"mean: {old}", "mean: 99.5", 1))
+    assert load_lut_dir(tables, res, cache)[160][key] == 99.5
+    assert len(list((cache / "lut").glob("*.json"))) == 3
+    for memo in memos:
+        memo.write_text("{not json")
+    assert load_lut_dir(tables, res, cache)[164] == first[164]
+    codec = GeneCodec(get_space("ofa_mbv3"), res)
+    plan = network_plan("mbv3", 1.2)
+    archs = [get_space("ofa_mbv3").sample(random.Random(i)).replace(r=160) for i in range(20)]
+    path.write_text(text)
+    np.testing.assert_allclose(lut_estimator(codec, plan, tables, cache_dir=cache).of_archs(archs),
+                               lut_estimator(codec, plan, note10).of_archs(archs), rtol=1e-12)

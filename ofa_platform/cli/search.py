@@ -109,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from contextlib import nullcontext, redirect_stdout
 
-    from ofa_platform.cluster import init_ray
     from ofa_platform.errors import UserError
     from ofa_platform.progress import console
     from ofa_platform.search.runner import SearchRequest, parse_targets, run_search
@@ -121,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     req = request_from_args(SearchRequest, args, targets=parse_targets(args.targets),
                             log_mlflow=not args.no_mlflow)
     if getattr(args, "verbose", False):  # else the search starts a quiet Ray if it needs one
+        from ofa_platform.cluster import init_ray  # only here: most searches need no Ray
+
         init_ray(verbose=True)
     quiet_stdout = redirect_stdout(sys.stderr) if args.json else nullcontext()
     with console(sys.stderr if args.json else sys.stdout) as progress, quiet_stdout:

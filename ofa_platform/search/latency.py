@@ -11,6 +11,8 @@ persistently by hardware, batch size and layer (:class:`MeasuredLatency`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import statistics
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 from ofa_platform.search.cache import atomic_write_text
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
@@ -155,30 +158,70 @@ def _table_path(directory: Path, r: int) -> Path:
     return directory / f"{r}_lookup_table.yaml"
 
 
-def _read_table_yaml(path: Path, loader: Any) -> Any:
-    """Parse one lookup table; a file that is not YAML text (binary, not UTF-8, a syntax
-    error) is a :class:`UserError` naming it and the line, not a parser traceback."""
+def _read_table_yaml(path: Path, text: str, loader: Any) -> Any:
+    """Parse one lookup table; text that is not YAML (a syntax error) is a :class:`UserError`
+    naming the file and the line, not a parser traceback."""
     import yaml
 
     try:
-        with path.open(encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=loader)
-    except UnicodeDecodeError:
-        raise UserError(f"latency table {path}: not UTF-8 text") from None
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise UserError(f"latency table {path}: not valid YAML ({problem}{where})") from None
+
+
+def _table_means(path: Path, raw: Any) -> dict[str, float]:
+    """Layer key -> mean milliseconds of one parsed table, checked."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: not a lookup table (expected a mapping of layers)")
+    try:
+        means = {str(k): float(v["mean"]) for k, v in raw.items()}
+    except (TypeError, KeyError, ValueError):
+        raise UserError(f"{path}: every entry needs a numeric 'mean'") from None
+    bad = next((k for k, v in means.items() if not 0 <= v < float("inf")), None)
+    if bad is not None:
+        raise UserError(f"{path}: entry {bad}: mean {means[bad]} is not a finite "
+                        "non-negative number of milliseconds")
+    return means
+
+
+def _read_table(path: Path, cache_dir: Path | None) -> dict[str, float]:
+    """One table's means. Parsing OFA's YAML is most of a short search's start-up (0.3 s for
+    17 tables), so with a ``cache_dir`` the checked means are kept as JSON named by the hash
+    of the YAML's bytes: an edited table is parsed again, an unchanged one never."""
+    try:
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"latency table {path}: cannot read ({exc.strerror})") from None
-
-
-def load_lut_dir(directory: str | Path, resolutions: Iterable[int]) -> dict[int, dict[str, float]]:
-    """Read ``{r}_lookup_table.yaml`` for each resolution: layer key -> mean milliseconds."""
+    memo = None
+    if cache_dir is not None:
+        memo = cache_dir / "lut" / f"{hashlib.sha256(data).hexdigest()[:32]}.json"
+        if memo.is_file():
+            try:
+                return {str(k): float(v) for k, v in json.loads(memo.read_text()).items()}
+            except (ValueError, AttributeError, TypeError, OSError):
+                pass  # a damaged memo is parsed again and rewritten
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"latency table {path}: not UTF-8 text") from None
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    means = _table_means(path, _read_table_yaml(path, text,
+                                                getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(memo) as tmp:
+            tmp.write_text(json.dumps(means))
+    return means
+
+
+def load_lut_dir(directory: str | Path, resolutions: Iterable[int],
+                 cache_dir: str | Path | None = None) -> dict[int, dict[str, float]]:
+    """Read ``{r}_lookup_table.yaml`` for each resolution: layer key -> mean milliseconds.
+    ``cache_dir`` keeps parsed tables between processes (see :func:`_read_table`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"latency table directory {directory} does not exist")
@@ -191,17 +234,7 @@ def load_lut_dir(directory: str | Path, resolutions: Iterable[int]) -> dict[int,
             span = f"{have[0]}..{have[-1]}" if have else "none"
             raise UserError(f"no latency table for resolution {r} in {directory} "
                             f"(tables there: {span})")
-        raw = _read_table_yaml(path, loader)
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: not a lookup table (expected a mapping of layers)")
-        try:
-            tables[r] = {str(k): float(v["mean"]) for k, v in raw.items()}
-        except (TypeError, KeyError, ValueError):
-            raise UserError(f"{path}: every entry needs a numeric 'mean'") from None
-        bad = next((k for k, v in tables[r].items() if not 0 <= v < float("inf")), None)
-        if bad is not None:
-            raise UserError(f"{path}: entry {bad}: mean {tables[r][bad]} is not a finite "
-                            "non-negative number of milliseconds")
+        tables[r] = _read_table(path, None if cache_dir is None else Path(cache_dir))
     return tables
 
 
@@ -213,11 +246,12 @@ def lut_latency_of_arch(tables: Mapping[int, Mapping[str, float]], plan: Network
 
 
 def lut_estimator(codec: GeneCodec, plan: NetworkPlan, directory: str | Path,
-                  name: str | None = None) -> AdditiveEstimator:
+                  name: str | None = None,
+                  cache_dir: str | Path | None = None) -> AdditiveEstimator:
     """Compile OFA-format tables into an additive estimator. A layer that some arch of the
     space needs but the table lacks is a :class:`UserError` naming the layer and the file."""
     directory = Path(directory)
-    tables = load_lut_dir(directory, codec.resolutions)
+    tables = load_lut_dir(directory, codec.resolutions, cache_dir)
 
     def cost(ly: LayerShape, r: int) -> float:
         return tables[r].get(lut_key(ly), float("nan"))

@@ -170,7 +170,7 @@ def _efficiency(req: SearchRequest, codec: GeneCodec, plan: NetworkPlan,
         raise UserError(f"--latency {spec}: OFA's lookup tables describe MobileNet layers; "
                         f"space {codec.space.name} takes macs or measured:cpu|cuda")
     if spec.startswith("lut:"):
-        return latency.lut_estimator(codec, plan, spec[4:])
+        return latency.lut_estimator(codec, plan, spec[4:], cache_dir=req.cache_dir)
     if spec in ("measured:cpu", "measured:cuda"):
         device = spec.split(":")[1]
         if device == "cuda":
