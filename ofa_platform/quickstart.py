@@ -27,9 +27,8 @@ class QuickstartConfig:
     methods: tuple[str, ...] = ("ofa", "compofa", "deps")
     data: str = "quickstart"  # jobs/datasets/quickstart.yaml: generated 16-px images
     subset: int = 192
-    #: half-width supernets (OFA's width multiplier, as its 1.0/1.2 ImageNet nets): about half
-    #: the training compute and a quarter of the checkpoint of width 1.0; measured on a quiet
-    #: 2-core machine, OFA's quick-start training 103 s -> 79 s (issue 17). Sizes only.
+    #: half-width supernets (OFA's width multiplier; sizes only, same code paths): OFA's
+    #: quick-start training job took 79 s instead of 103 s on a quiet 2-core machine (issue 17)
     width_mult: float = 0.5
     epoch_scale: float = 0.002  # every phase of every recipe runs one (short) epoch
     workers: int = 2

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
-from ofa_platform.files import atomic_path
 from ofa_platform.search.cache import atomic_write_text
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
@@ -158,13 +157,13 @@ def _table_path(directory: Path, r: int) -> Path:
     return directory / f"{r}_lookup_table.yaml"
 
 
-def _read_table_yaml(path: Path, text: str, loader: Any) -> Any:
-    """Parse one lookup table; text that is not YAML (a syntax error) is a :class:`UserError`
-    naming the file and the line, not a parser traceback."""
+def _read_table_yaml(path: Path, text: str) -> Any:
+    """Parse one lookup table (libyaml's loader where installed); text that is not YAML (a
+    syntax error) is a :class:`UserError` naming the file and the line, not a traceback."""
     import yaml
 
     try:
-        return yaml.load(text, Loader=loader)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -207,14 +206,9 @@ def _read_table(path: Path, cache_dir: Path | None) -> dict[str, float]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"latency table {path}: not UTF-8 text") from None
-    import yaml
-
-    means = _table_means(path, _read_table_yaml(path, text,
-                                                getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    means = _table_means(path, _read_table_yaml(path, text))
     if memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(memo) as tmp:
-            tmp.write_text(json.dumps(means))
+        atomic_write_text(memo, json.dumps(means))
     return means
 
 
