@@ -139,9 +139,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
 
     Without an address (``--address`` / ``RAY_ADDRESS``) the command starts its own local Ray
     (``address="local"``): a bare ``ray.init()`` joins whatever cluster it finds on the
-    machine, or fails with "Found multiple active Ray instances". With one, the cluster's auth
-    token is found the way ``submit`` finds it (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``,
-    ``~/.ray/auth_token``) and handed to Ray, which only reads it in token mode. Quiet means
+    machine, or fails with "Found multiple active Ray instances". With one, when the cluster
+    asks for an auth token, it is found the way ``submit`` finds it (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) and handed to Ray. Quiet means
     no worker logs on the driver (Ray Train's per-report ``TrainingReport(...)`` lines) and
     no Ray INFO logging; errors still reach the command, which says them in one line.
     """
@@ -153,17 +153,13 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
         # (the command's own progress display says what runs). Read when a Tuner fits.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
-    remote = address not in (None, "local")
-    token = load_token() if remote else None
-    if token:
-        _use_token(token)
     import ray
 
     if ray.is_initialized():
         return
     quiet: dict[str, Any] = {"log_to_driver": verbose, "configure_logging": verbose,
                              "logging_level": logging.INFO if verbose else logging.WARNING}
-    if not remote:
+    if address in (None, "local"):
         _start_local_ray(num_cpus, quiet)
         return
     assert address is not None
@@ -172,9 +168,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
                         "a driver command needs the cluster's GCS address, HEAD:6379")
     if not verbose:  # the driver's Ray core logs each failed retry of a join on stderr
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
-    if not token and _gcs_wants_token(address):  # one RPC, not Ray's 20 s of retries
-        raise UserError(_auth_message(address, None, "the cluster requires an auth token",
-                                      token_flag=False))
+    token = load_token()
+    # Token mode only for a cluster that asks for it (one RPC, not Ray's 20 s of retries): a
+    # token in ~/.ray/auth_token meant for another cluster would put this driver in token
+    # mode, and a cluster without tokens could not call back into it (its actors would be
+    # cancelled as soon as they are created).
+    if _gcs_wants_token(address):
+        if not token:
+            raise UserError(_auth_message(address, None, "the cluster requires an auth token",
+                                          token_flag=False))
+        _use_token(token)
     try:
         ray.init(address=address, **quiet)
     except _auth_error_type() as exc:

@@ -65,7 +65,7 @@ class Nodes:
 
 
 @pytest.fixture(scope="module")
-def nodes() -> Iterator[Nodes]:
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -73,13 +73,31 @@ def nodes() -> Iterator[Nodes]:
     if was_up:  # the session's local Ray (conftest ray_local): this module needs its own
         ray.shutdown()
     gcs, dash, agent, metrics = _free_ports(4)
+    # The cluster's processes (and so a submitted job's driver) see a home holding a token
+    # of another cluster, as a user of a token cluster has: this cluster has no tokens, and
+    # a driver must not turn token mode on for it.
+    home = tmp_path_factory.mktemp("home")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("token-of-another-cluster\n")
+    real_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(home)
     cluster = _retry_start(lambda: Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=0, gcs_server_port=gcs, include_dashboard=True, dashboard_host="127.0.0.1",
         dashboard_port=dash, dashboard_agent_listen_port=agent, metrics_export_port=metrics,
         object_store_memory=200 * 1024**2)))
-    a, b = (_retry_start(lambda: cluster.add_node(num_cpus=1, object_store_memory=200 * 1024**2))
-            for _ in range(2))
+    # Nodes on one machine share the session directory; each worker node gets its own
+    # runtime-env folder, as a node on its own machine has. Shared, a worker node's agent
+    # deletes a job's working_dir that the head's job driver runs in (its cwd), and the job's
+    # Tune trial actors are cancelled before they start.
+    a, b = (_retry_start(lambda: cluster.add_node(
+                num_cpus=1, object_store_memory=200 * 1024**2,
+                runtime_env_dir_name=f"runtime_resources_{name}"))
+            for name in ("a", "b"))
     cluster.wait_for_nodes()
+    if real_home is None:
+        del os.environ["HOME"]
+    else:
+        os.environ["HOME"] = real_home
     cluster.connect()
     try:
         yield Nodes(cluster, cluster.head_node.node_id, a.node_id, b.node_id, b,
@@ -214,7 +232,6 @@ def test_population_evaluates_on_both_nodes_with_one_node_accuracies(
     assert accs == pytest.approx(local, abs=1e-9)
 
 
-@pytest.mark.unverified  # fails here: README "Tests not yet run in CI"
 def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
         nodes: Nodes, mlflow_uri: str, tmp_path: Path) -> None:
     import yaml
