@@ -89,7 +89,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     # runtime-env folder, as a node on its own machine has. Shared, a worker node's agent
     # deletes a job's working_dir that the head's job driver runs in (its cwd), and the job's
     # Tune trial actors are cancelled before they start.
-    a, b = (_retry_start(lambda: cluster.add_node(
+    a, b = (_retry_start(lambda name=name: cluster.add_node(
                 num_cpus=1, object_store_memory=200 * 1024**2,
                 runtime_env_dir_name=f"runtime_resources_{name}"))
             for name in ("a", "b"))
