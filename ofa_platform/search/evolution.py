@@ -9,10 +9,11 @@ constraint is handled by bounded resampling (a child still infeasible after a fe
 replaced by a copy of its parent) instead of OFA's ``while True``. A target below the smallest
 subnet's cost is reported as infeasible with both numbers instead of being searched forever.
 Compound spaces keep each stage's ratio tied to its depth and cross whole stages.
-Independent targets evolve in lockstep (:func:`evolve_many`): one accuracy call per generation
-and one efficiency call per repair round for all of them, with each target's result unchanged.
+Independent targets evolve as one array (:func:`evolve_many`): a (targets, population, genes)
+array, one accuracy call per generation and one efficiency call per repair round for all of
+them, each target drawing from its own random stream, so each target's result is unchanged.
 A search is written as steps (a generator) that ask for rows to be scored or costed and
-receive the answers, so whoever drives it decides how the asks are batched.
+receive the answers; :func:`evolve` is the same steps for one target.
 """
 
 from __future__ import annotations
@@ -107,8 +108,14 @@ def infeasible_result(target: float, smallest: float, unit: str) -> SearchResult
                 f"{smallest:.3f} {unit}")
 
 
+Draws = tuple[np.ndarray, ...]  # one target's random numbers for one round of children
+
+
 class _Ops:
-    """Mutation and crossover on gene arrays (compound-aware)."""
+    """Mutation and crossover (compound-aware), split in two so that several targets evolve
+    as one array: each target draws its random numbers from its own stream (``*_draws``,
+    in the same order and shapes as a search of that target alone), and the children of all
+    targets are built from those numbers in one call (``*_build``)."""
 
     def __init__(self, codec: GeneCodec, config: EvolutionConfig) -> None:
         self.codec = codec
@@ -125,18 +132,26 @@ class _Ops:
         else:
             self.col_group = None
 
-    def mutate(self, rng: np.random.Generator, parents: np.ndarray) -> np.ndarray:
-        shape = parents.shape
-        fresh = (rng.random(shape) * self.n_choices).astype(parents.dtype)
-        mask = rng.random(shape) < self.config.mutate_prob
+    def mutation_draws(self, rng: np.random.Generator, n: int) -> Draws:
+        """Fresh genes, then which genes take them (every gene with ``mutate_prob``)."""
+        shape = (n, self.codec.width)
+        return rng.random(shape), rng.random(shape)
+
+    def mutation_build(self, parents: np.ndarray, draws: Sequence[Draws]) -> np.ndarray:
+        fresh = (np.concatenate([d[0] for d in draws]) * self.n_choices).astype(parents.dtype)
+        mask = np.concatenate([d[1] for d in draws]) < self.config.mutate_prob
         return self.codec.couple(np.where(mask, fresh, parents))
 
-    def crossover(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if self.col_group is None:
-            take_a = rng.random(a.shape) < 0.5
-        else:
-            per_group = rng.random((len(a), self.codec.n_stages + 1)) < 0.5
-            take_a = per_group[:, self.col_group]
+    def crossover_draws(self, rng: np.random.Generator, n: int) -> Draws:
+        """Which parent each gene (or, compound, each stage) comes from."""
+        width = self.codec.width if self.col_group is None else self.codec.n_stages + 1
+        return (rng.random((n, width)),)
+
+    def crossover_build(self, a: np.ndarray, b: np.ndarray,
+                        draws: Sequence[Draws]) -> np.ndarray:
+        take_a = np.concatenate([d[0] for d in draws]) < 0.5
+        if self.col_group is not None:
+            take_a = take_a[:, self.col_group]
         return self.codec.couple(np.where(take_a, a, b))
 
 
@@ -146,26 +161,36 @@ def _costs(rows: np.ndarray) -> Steps[np.ndarray]:
     return np.asarray(got, dtype=np.float64)
 
 
-def _repair(make: Callable[[np.ndarray], np.ndarray], fallback: np.ndarray, target: float,
+def _repair(draw: Callable[[np.random.Generator, int], Draws],
+            build: Callable[[np.ndarray, Sequence[Draws]], np.ndarray],
+            fallback: np.ndarray, targets: np.ndarray, rngs: Sequence[np.random.Generator],
             rounds: int) -> Steps[tuple[np.ndarray, np.ndarray]]:
-    """Children from ``make(index rows)``; infeasible ones are remade up to ``rounds`` times,
-    then replaced by ``fallback`` (feasible) rows. Returns genes and their costs."""
-    n = len(fallback)
-    todo = np.arange(n)
-    genes = fallback.copy()
-    cost = np.full(n, np.inf)
+    """Children for T targets at once (``fallback``: (T, n, width), feasible rows).
+
+    Each round, every target with children still to make draws its random numbers
+    (``draw(rng, count)``), ``build(todo, draws)`` makes the candidates of all targets
+    (``todo``: flat indices into the (T * n) children), and one cost call judges them;
+    infeasible ones are remade, up to ``rounds`` times, then replaced by their fallback row.
+    Returns genes (T, n, width) and costs (T, n)."""
+    n_t, n, width = fallback.shape
+    flat = fallback.reshape(n_t * n, width)
+    genes = flat.copy()
+    cost = np.full(n_t * n, np.inf)
+    limit = np.repeat(np.asarray(targets, dtype=np.float64), n)
+    todo = np.arange(n_t * n)  # ascending, so grouped by target in target order
     for _ in range(rounds):
         if len(todo) == 0:
             break
-        cand = make(todo)
+        counts = np.bincount(todo // n, minlength=n_t).tolist()
+        cand = build(todo, [draw(rngs[t], c) for t, c in enumerate(counts) if c])
         c = yield from _costs(cand)
-        ok = c <= target
+        ok = c <= limit[todo]
         genes[todo[ok]] = cand[ok]
         cost[todo[ok]] = c[ok]
         todo = todo[~ok]
     if len(todo):
-        cost[todo] = yield from _costs(fallback[todo])
-    return genes, cost
+        cost[todo] = yield from _costs(flat[todo])
+    return genes.reshape(n_t, n, width), cost.reshape(n_t, n)
 
 
 def _initial(codec: GeneCodec, rng: np.random.Generator, ops: _Ops, target: float,
@@ -193,9 +218,10 @@ def _initial(codec: GeneCodec, rng: np.random.Generator, ops: _Ops, target: floa
     missing = n - len(pool)
     if missing:
         base = pool[rng.integers(0, len(pool), missing)]
-        extra, _ = yield from _repair(lambda idx: ops.mutate(rng, base[idx]), base, target,
-                                      config.resample_rounds)
-        pool = np.concatenate([pool, extra])
+        extra, _ = yield from _repair(
+            ops.mutation_draws, lambda todo, draws: ops.mutation_build(base[todo], draws),
+            base[None], np.array([target]), [rng], config.resample_rounds)
+        pool = np.concatenate([pool, extra[0]])
     return pool, (yield from _costs(pool))
 
 
@@ -212,14 +238,19 @@ class Archive:
     """Every arch scored so far, with its accuracy and cost, shared by the searches of one
     strategy run. An arch's accuracy and cost do not depend on the target, so nothing is
     scored twice across targets, and a later target can start from the best archs that any
-    earlier search found within its budget. Archs are compared on their active genes."""
+    earlier search found within its budget. Archs are compared on their active genes.
+
+    Searches evolved together keep apart in one archive through ``group`` numbers (one per
+    target): each group scores its own archs, as a search of that target alone would, and
+    ``asked[group]`` counts the archs it sent to the scorer."""
 
     def __init__(self, fitness: Fitness) -> None:
         self.fitness = fitness
-        self._acc_of: dict[bytes, float] = {}  # canonical row bytes -> accuracy
+        self._acc_of: dict[bytes, float] = {}  # group + canonical row bytes -> accuracy
         self._acc: list[float] = []  # the archs in the order first seen, for best_within
         self._genes: list[np.ndarray] = []
         self._cost: list[float] = []
+        self.asked: dict[int, int] = {}
 
     def score(self, genes: np.ndarray, cost: np.ndarray) -> np.ndarray:
         """Accuracy of every row; only archs never seen before go to the scorer (late
@@ -227,12 +258,15 @@ class Archive:
         them)."""
         return _drive(self.scoring(genes, cost), self.fitness)
 
-    def scoring(self, genes: np.ndarray, cost: np.ndarray) -> Steps[np.ndarray]:
+    def scoring(self, genes: np.ndarray, cost: np.ndarray,
+                groups: np.ndarray | None = None) -> Steps[np.ndarray]:
         """:meth:`score` as steps: yields the rows that need the scorer (if any), receives
-        their accuracies, returns every row's. Lets several searches share one scorer call.
-        The lookups run in C (``map`` over ``dict.get``): this is called for every target
-        and generation, and a Python loop over the rows was a fifth of a search."""
-        keys = _row_keys(self.fitness.codec.canonical(genes))
+        their accuracies, returns every row's. ``groups`` (one per row, default all 0) keeps
+        the archs of targets evolved together apart. The lookups run in C (``map`` over
+        ``dict.get``): a Python loop over the rows was a fifth of a search."""
+        canon = self.fitness.codec.canonical(genes)
+        group = np.zeros(len(genes), dtype=canon.dtype) if groups is None else groups
+        keys = _row_keys(np.concatenate([np.asarray(group, canon.dtype)[:, None], canon], 1))
         acc = np.fromiter(map(self._acc_of.get, keys, repeat(_UNSEEN)), dtype=np.float64,
                           count=len(keys))
         missing = np.flatnonzero(acc == _UNSEEN)
@@ -246,6 +280,8 @@ class Archive:
             self._acc.extend(scores)
             self._genes.extend(genes[idx].copy())
             self._cost.extend(cost[idx].astype(np.float64).tolist())
+            for g, k in zip(*np.unique(np.asarray(group)[idx], return_counts=True)):
+                self.asked[int(g)] = self.asked.get(int(g), 0) + int(k)
             acc[missing] = [self._acc_of[keys[i]] for i in missing.tolist()]
         return acc
 
@@ -276,44 +312,83 @@ def _as_rng(seed: int | np.random.Generator) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def _evolution(fitness: Fitness, target: float, rng: np.random.Generator,
-               config: EvolutionConfig, n_gen: int, seed_population: np.ndarray | None,
-               archive: Archive,
-               on_generation: Callable[[int, int], None] | None = None) -> Steps[SearchResult]:
-    """OFA's evolution for one feasible target, as steps that ask for accuracies and costs:
-    :func:`evolve` answers each ask at once, :func:`evolve_many` answers every target's asks
-    of one kind together. The random draws happen here in the same order either way, and
-    both answers are per row, so a target's result does not depend on which of the two drove
-    it. ``on_generation(done, total)`` feeds a progress display."""
+def _take(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Per target (first axis), the rows ``index`` (T, k) of ``a`` (T, n[, width]): one flat
+    take (``np.take_along_axis`` builds an index per element, ~10x slower here)."""
+    n_t, n = a.shape[:2]
+    flat = (index + (np.arange(n_t) * n)[:, None]).ravel()
+    return a.reshape(n_t * n, *a.shape[2:])[flat].reshape(*index.shape, *a.shape[2:])
+
+
+def _evolution(fitness: Fitness, targets: Sequence[float], rngs: Sequence[np.random.Generator],
+               config: EvolutionConfig, n_gen: int,
+               seed_populations: Sequence[np.ndarray | None], archive: Archive,
+               groups: Sequence[int],
+               on_generation: Sequence[Callable[[int, int], None] | None],
+               ) -> Steps[list[SearchResult]]:
+    """OFA's evolution for T feasible targets at once, as steps that ask for accuracies and
+    costs (one ask of each kind per repair round or generation for all targets).
+
+    The populations are one (T, population, width) array. Every random number is drawn from
+    the target's own stream, in the order and shapes a search of that target alone draws
+    them, and the answers are per row, so each target's result is the same whether it is
+    evolved alone or with others. ``on_generation[t](done, total)`` feeds a progress
+    display."""
     ops = _Ops(fitness.codec, config)
-    pop, cost = yield from _initial(fitness.codec, rng, ops, target, config, seed_population)
-    acc = yield from archive.scoring(pop, cost)
+    n_t, width = len(targets), fitness.codec.width
+    limits = np.asarray(targets, dtype=np.float64)
+    starts = []
+    for t in range(n_t):
+        starts.append((yield from _initial(fitness.codec, rngs[t], ops, limits[t], config,
+                                           seed_populations[t])))
+    pop = np.stack([p for p, _ in starts])
+    cost = np.stack([c for _, c in starts])
+    n_pop = pop.shape[1]
+    group = np.asarray(groups, dtype=pop.dtype)
+    acc = (yield from archive.scoring(pop.reshape(-1, width), cost.ravel(),
+                                      np.repeat(group, n_pop))).reshape(n_t, n_pop)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
+    child_groups = np.repeat(group, n_mut + n_cross)
     for gen in range(n_gen):
-        if on_generation is not None:
-            on_generation(gen, n_gen)
-        order = np.argsort(-acc, kind="stable")[:n_par]
-        parents, p_acc, p_cost = pop[order], acc[order], cost[order]
-        mi = rng.integers(0, n_par, n_mut)
+        for report in on_generation:
+            if report is not None:
+                report(gen, n_gen)
+        order = np.argsort(-acc, axis=1, kind="stable")[:, :n_par]
+        parents, p_acc, p_cost = _take(pop, order), _take(acc, order), _take(cost, order)
+        mi = np.stack([rng.integers(0, n_par, n_mut) for rng in rngs])
+        m_par = _take(parents, mi)
+        m_flat = m_par.reshape(-1, width)
         m_genes, m_cost = yield from _repair(
-            lambda idx, p=parents, m=mi: ops.mutate(rng, p[m[idx]]),
-            parents[mi], target, config.resample_rounds)
-        ca, cb = rng.integers(0, n_par, n_cross), rng.integers(0, n_par, n_cross)
+            ops.mutation_draws,
+            lambda todo, draws, m=m_flat: ops.mutation_build(m[todo], draws),
+            m_par, limits, rngs, config.resample_rounds)
+        pairs = [(rng.integers(0, n_par, n_cross), rng.integers(0, n_par, n_cross))
+                 for rng in rngs]
+        a_par = _take(parents, np.stack([a for a, _ in pairs]))
+        a_flat = a_par.reshape(-1, width)
+        b_flat = _take(parents, np.stack([b for _, b in pairs])).reshape(-1, width)
         c_genes, c_cost = yield from _repair(
-            lambda idx, p=parents, a=ca, b=cb: ops.crossover(rng, p[a[idx]], p[b[idx]]),
-            parents[ca], target, config.resample_rounds)
-        children = np.concatenate([m_genes, c_genes])
-        ch_cost = np.concatenate([m_cost, c_cost])
-        pop = np.concatenate([parents, children])
-        cost = np.concatenate([p_cost, ch_cost])
-        acc = np.concatenate([p_acc, (yield from archive.scoring(children, ch_cost))])
-    best = int(np.argmax(acc))
-    final = np.argsort(-acc, kind="stable")[:config.population_size]
-    return SearchResult(
-        target=target, feasible=True, arch=fitness.codec.decode(pop[best:best + 1])[0],
-        accuracy=float(acc[best]), cost=float(cost[best]), unit=fitness.unit,
-        generations=n_gen, evaluations=0, genes=pop[best].copy(),
-        population=(pop[final], acc[final], cost[final]))
+            ops.crossover_draws,
+            lambda todo, draws, a=a_flat, b=b_flat: ops.crossover_build(a[todo], b[todo], draws),
+            a_par, limits, rngs, config.resample_rounds)
+        children = np.concatenate([m_genes, c_genes], axis=1)
+        ch_cost = np.concatenate([m_cost, c_cost], axis=1)
+        ch_acc = yield from archive.scoring(children.reshape(-1, width), ch_cost.ravel(),
+                                            child_groups)
+        pop = np.concatenate([parents, children], axis=1)
+        cost = np.concatenate([p_cost, ch_cost], axis=1)
+        acc = np.concatenate([p_acc, ch_acc.reshape(n_t, -1)], axis=1)
+    results = []
+    for t in range(n_t):
+        best = int(np.argmax(acc[t]))
+        final = np.argsort(-acc[t], kind="stable")[:config.population_size]
+        results.append(SearchResult(
+            target=float(targets[t]), feasible=True,
+            arch=fitness.codec.decode(pop[t, best:best + 1])[0],
+            accuracy=float(acc[t, best]), cost=float(cost[t, best]), unit=fitness.unit,
+            generations=n_gen, evaluations=0, genes=pop[t, best].copy(),
+            population=(pop[t, final], acc[t, final], cost[t, final])))
+    return results
 
 
 def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
@@ -330,10 +405,10 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
         return infeasible_result(target, smallest, fitness.unit)
     n_gen = config.generations if generations is None else generations
     evals0 = fitness.evaluations
-    result = _drive(_evolution(fitness, target, rng, config, n_gen, seed_population,
-                               Archive(fitness) if archive is None else archive,
-                               on_generation),
-                    fitness)
+    [result] = _drive(_evolution(fitness, [target], [rng], config, n_gen, [seed_population],
+                                 Archive(fitness) if archive is None else archive, [0],
+                                 [on_generation]),
+                      fitness)
     result.evaluations = fitness.evaluations - evals0
     return result
 
@@ -344,12 +419,11 @@ def evolve_many(fitness: Fitness, targets: Sequence[float], *,
                 generations: int | None = None,
                 on_generation: Callable[[int], Callable[[int, int], None] | None] | None = None,
                 ) -> list[SearchResult]:
-    """Independent searches, one per target, evolved in lockstep: every target's asks of one
-    kind go to one call (one accuracy call per generation instead of one per target and
-    generation, one efficiency call per repair round; 10 targets made 5,011 small predictor
-    calls and 7,000 efficiency calls). Costs are answered first; accuracies once every running
-    target waits for one, which keeps the targets a generation apart at most. Each target
-    keeps its own random stream and archive, so its result is exactly what
+    """Independent searches, one per target, evolved as one array: one accuracy call per
+    generation and one efficiency call per repair round for all targets (10 targets one after
+    another made 5,011 small predictor calls and 7,000 efficiency calls), and the numpy work
+    of a generation done once for all. Each target keeps its own random stream and its own
+    archs in the archive, so its result is exactly what
     ``evolve(fitness, target, seed=seeds[i])`` returns. ``on_generation(i)`` gives target
     ``i``'s progress callback (or None)."""
     if len(seeds) != len(targets):
@@ -357,38 +431,20 @@ def evolve_many(fitness: Fitness, targets: Sequence[float], *,
     n_gen = config.generations if generations is None else generations
     results: list[SearchResult | None] = [None] * len(targets)
     smallest = fitness.smallest_cost() if len(targets) else 0.0
-    running: dict[int, Steps[SearchResult]] = {}
+    feasible = []
     for i, target in enumerate(targets):
         if smallest > target:
             results[i] = infeasible_result(target, smallest, fitness.unit)
         else:
-            running[i] = _evolution(fitness, target, _as_rng(seeds[i]), config, n_gen, None,
-                                    Archive(fitness),
-                                    None if on_generation is None else on_generation(i))
-    asks: dict[int, Ask] = {}
-    counts = dict.fromkeys(running, 0)
-
-    def advance(i: int, answer: np.ndarray | None) -> None:
-        try:
-            ask = next(running[i]) if answer is None else running[i].send(answer)
-        except StopIteration as stop:
-            results[i] = stop.value
-            results[i].evaluations = counts[i]
-            del running[i]
-            return
-        asks[i] = ask
-        if ask[0] == ACCURACY:
-            counts[i] += len(ask[1])
-
-    for i in list(running):
-        advance(i, None)
-    while asks:
-        kind = COST if any(k == COST for k, _ in asks.values()) else ACCURACY
-        order = [i for i, (k, _) in asks.items() if k == kind]
-        batch = [asks.pop(i)[1] for i in order]
-        answers = _answer(fitness, kind, np.concatenate(batch))
-        start = 0
-        for i, rows in zip(order, batch):
-            advance(i, answers[start:start + len(rows)])
-            start += len(rows)
+            feasible.append(i)
+    if feasible:
+        archive = Archive(fitness)
+        found = _drive(_evolution(
+            fitness, [targets[i] for i in feasible], [_as_rng(seeds[i]) for i in feasible],
+            config, n_gen, [None] * len(feasible), archive, list(range(len(feasible))),
+            [None if on_generation is None else on_generation(i) for i in feasible]),
+            fitness)
+        for g, (i, res) in enumerate(zip(feasible, found)):
+            res.evaluations = archive.asked.get(g, 0)
+            results[i] = res
     return [r for r in results if r is not None]
