@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from search_spaces.errors import CheckpointError
 from search_spaces.supernet import Supernet
 
 __all__ = ["FORMAT", "OFA_LAYOUT", "CheckpointError", "save_supernet", "load_supernet",
@@ -38,14 +39,6 @@ _VERSION = 1
 _OFA_TOP_KEYS = ("first_conv.", "final_expand_layer.", "feature_mix_layer.", "classifier.",
                  "input_stem.")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (missing, unreadable, another space or layout).
-
-    The model layer names its own error instead of the platform's ``UserError`` so that it
-    imports nothing from ``ofa_platform`` (as timm's layers import nothing from its models);
-    the CLI prints it as one line with exit status 2, like every user error.
-    """
 
 _STATIC_BLOCK = {  # the fixed first block (OFA: a static MBConvLayer)
     "dw_conv.": "conv.depth_conv.conv.",

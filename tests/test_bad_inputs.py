@@ -374,6 +374,25 @@ def test_no_warning_before_the_error_line(tmp_path: Path) -> None:
     assert list(work.iterdir()) == []
 
 
+def test_a_predictor_search_error_does_not_import_torch(tmp_path: Path,
+                                                       shared_data: Path) -> None:
+    """A search with the published predictor needs no torch, and neither does saying what is
+    wrong with it: printing the error once imported torch (2-3 s) to know its error types."""
+    code = ("import sys\n"
+            "from ofa_platform.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print(rc, 'torch' in sys.modules)\n")
+    predictor = shared_data / "ofa_mbv3_imagenet" / "acc_predictor.pth"
+    full = dict(os.environ, PYTHONPATH=str(REPO))
+    full.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-c", code, "search", "--space", "ofa_mbv3",
+                          "--predictor", str(predictor), "--latency",
+                          f"lut:{tmp_path / 'no-tables'}", "--targets", "20", "--no-mlflow"],
+                         cwd=tmp_path, env=full, capture_output=True, text=True, timeout=300)
+    assert res.stdout.split() == ["2", "False"], (res.stdout, res.stderr)
+    assert "no-tables" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
 def test_search_export_to_a_file_writes_nothing(tmp_path: Path) -> None:
     """Outputs appear all or none: --export naming a file used to fail after pareto.parquet
     and population.parquet were written."""

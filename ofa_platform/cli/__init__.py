@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from search_spaces.arch import ArchError
-    from search_spaces.checkpoints import CheckpointError
+    from search_spaces.errors import CheckpointError
     from search_spaces.spaces import UnknownSpaceError
 
     return (UserError, ArchError, CheckpointError, UnknownSpaceError)
