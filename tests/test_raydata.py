@@ -236,16 +236,47 @@ def test_stream_on_ray_is_disjoint_deterministic_and_cropped(ray_local: object,
 
 
 @pytest.mark.slow
+def test_an_epoch_started_ahead_streams_the_same_batches(ray_local: object,
+                                                          tmp_path: Path) -> None:
+    """``start(epoch)`` (the engine calls it while the previous epoch is evaluated) changes
+    when an epoch streams, not what: same images, labels and flips; an epoch started but
+    never read stops its thread when another starts."""
+    import torch
+
+    from ofa_platform.data.raydata import RayDataStream
+    from ofa_platform.datasets import DataSpec
+
+    out = _convert(tmp_path, resize=None)
+    spec = DataSpec(kind="parquet", path=out, name="pq", resolutions=(16,))
+    stream = RayDataStream(spec, subset=None, seed=1, size=16, rank=0, world=2, batch_size=4,
+                           task_cpus=0.5)
+    plain = list(stream.batches(1))
+    stream.start(1)
+    ahead = list(stream.batches(1))
+    assert len(plain) == len(ahead) == 2
+    for (x, y), (xa, ya) in zip(plain, ahead):
+        assert torch.equal(x, xa) and torch.equal(y, ya)
+    stream.start(2)
+    unread = stream._ahead
+    assert unread is not None
+    stream.start(3)
+    unread._thread.join(timeout=120)
+    assert not unread._thread.is_alive()
+    stream.close()
+
+
+@pytest.mark.slow
 def test_streamed_training_job_finishes(ray_local: object, shared_data: Path, mlflow_uri: str,
                                         tmp_path: Path) -> None:
-    """CIFAR-10 Parquet through Ray Data end to end: 2 workers, the loader recorded."""
+    """CIFAR-10 Parquet through Ray Data end to end: 2 workers, the loader recorded, the
+    second epoch started while the first is evaluated."""
     from mlflow.tracking import MlflowClient
 
     from ofa_platform.train.runner import TrainRequest, prepare, run_training
 
     recipe = tmp_path / "streamed.yaml"
     recipe.write_text("name: streamed\nspace: ofa_mbv3\nphases:\n  - name: teacher\n"
-                      "    epochs: 1\n    lr: 0.5\n    sampling: max\n"
+                      "    epochs: 2\n    lr: 0.5\n    sampling: max\n"
                       "    restrict: {kernels: [3], ratios: [3], depths: [2]}\n"
                       "    init: scratch\n")
     prep = prepare(TrainRequest(
@@ -258,6 +289,7 @@ def test_streamed_training_job_finishes(ray_local: object, shared_data: Path, ml
     assert run.data.params["data_loader"] == "ray-data"
     assert run.data.metrics["steps"] == 2  # 43 training rows / 2 ranks -> 2 batches of 8
     assert run.data.metrics["images_per_s"] > 0
+    assert run.data.metrics["epochs_run"] == 2
 
 
 def test_png_bytes_helper_is_decodable() -> None:

@@ -22,6 +22,8 @@ flips, normalises and resizes to the step's resolution (on its GPU when it has o
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,6 +225,7 @@ class RayDataStream:
             max_piece_rows
         self.mode = "pad" if spec.small_input else "rrc"
         self.mean, self.std = spec.mean, spec.std
+        self._ahead: _Ahead | None = None  # an epoch started before it is read
 
     def pieces(self, epoch: int) -> list[dict[str, Any]]:
         return rank_pieces(self.plan.groups, self.keep, seed=self.seed, epoch=epoch,
@@ -243,22 +246,96 @@ class RayDataStream:
             fn_kwargs={"location": self.plan.location, "paths": self.plan.paths,
                        "size": self.size, "mode": self.mode, "seed": self.seed, "epoch": epoch})
 
+    def start(self, epoch: int) -> None:
+        """Begin streaming ``epoch`` now, in the background. The engine calls it as soon as
+        the previous epoch's steps are done, so Ray Data's start-up (planning, launching the
+        read tasks, the first decoded blocks: a second or two, all inside the next epoch's
+        first step otherwise) overlaps that epoch's validation and checkpoint. The batches
+        are the same either way: they are a function of ``(seed, epoch)``."""
+        if self._ahead is not None and self._ahead.epoch == epoch:
+            return
+        self.close()
+        self._ahead = _Ahead(epoch, self.dataset(epoch), self.batch_size)
+
+    def close(self) -> None:
+        """Stop a stream started ahead that will not be read."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
+
     def batches(self, epoch: int, device: torch.device | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised float batches (flipped per image, seeded by seed, epoch, rank, batch)
         and labels, ``batch_size`` each (one short batch only when a rank has fewer rows)."""
         from ofa_platform.datasets import _normalise
 
-        ds = self.dataset(epoch)
-        for k, b in enumerate(ds.iter_torch_batches(batch_size=self.batch_size,
-                                                    prefetch_batches=2, drop_last=False)):
-            x, y = b["image"], b["label"]
-            if device is not None:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch, self.rank, k, 0xF11))
-            flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            yield _normalise(x, self.mean, self.std), y
+        self.start(epoch)
+        ahead, self._ahead = self._ahead, None
+        assert ahead is not None
+        try:
+            for k, b in enumerate(ahead):
+                x, y = b["image"], b["label"]
+                if device is not None:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                g = torch.Generator().manual_seed(_mix(self.seed, epoch, self.rank, k, 0xF11))
+                flip = (torch.rand(len(x), generator=g) < 0.5).to(x.device)
+                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+                yield _normalise(x, self.mean, self.std), y
+        finally:
+            ahead.close()
+
+
+class _Ahead:
+    """One epoch's Ray Data batches, iterated by a daemon thread into a small queue from the
+    moment it is made; iterating this object reads them in order (a task's error is raised
+    here). ``close`` stops the thread (the reader stopped early, or never started)."""
+
+    _END = object()
+
+    def __init__(self, epoch: int, dataset: Any, batch_size: int, depth: int = 4) -> None:
+        self.epoch = epoch
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(dataset, batch_size),
+                                        name=f"raydata-epoch-{epoch}", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, dataset: Any, batch_size: int) -> None:
+        try:
+            for b in dataset.iter_torch_batches(batch_size=batch_size, prefetch_batches=2,
+                                                drop_last=False):
+                if not self._put(b):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            self._put(exc)
+            return
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
 
 
 def load_worker_dataset(spec: Any, *, loader: str, subset: int | None, seed: int,

@@ -540,6 +540,8 @@ class _Worker:
                 self.start_phase(index)
             t0 = time.perf_counter()
             metrics = self.train_epoch(epoch, phase)
+            if self.stream is not None and epoch + 1 < sched.total_epochs:
+                self.stream.start(epoch + 1)  # streams while this epoch is evaluated
             metrics.update(self.evaluate(epoch))
             self.state.epoch = epoch + 1
             metrics.update(epoch=float(epoch + 1), phase_index=float(index),
