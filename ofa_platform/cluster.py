@@ -160,6 +160,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None,
     quiet: dict[str, Any] = {"log_to_driver": verbose, "configure_logging": verbose,
                              "logging_level": logging.INFO if verbose else logging.WARNING}
     if address in (None, "local"):
+        if not verbose:  # Ray 2.60 says on stderr, on every new local cluster, that it turned
+            # token auth on (its default; the dashboard listens on 127.0.0.1 only)
+            logging.getLogger("ray._private.authentication.authentication_token_setup"
+                              ).setLevel(logging.ERROR)
         _start_local_ray(num_cpus, quiet)
         return
     assert address is not None

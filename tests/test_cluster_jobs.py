@@ -452,3 +452,21 @@ def test_a_cluster_fault_exits_1_in_one_line(tmp_path: Path) -> None:
     agent = _submission_error(RuntimeError("Failed to start job: runtime env agent not running"))
     assert isinstance(agent, ClusterError)
     assert isinstance(_submission_error(RuntimeError("unsupported field 'x'")), UserError)
+
+
+@pytest.mark.slow
+def test_a_local_ray_starts_without_lines_on_stderr(tmp_path: Path) -> None:
+    """A command's own local Ray says nothing on stderr, Ray 2.60's note that it turned token
+    auth on included (a new home: Ray makes its token there, as on a first run)."""
+    env = dict(os.environ, HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    code = ("from ofa_platform.cluster import init_ray\n"
+            "init_ray(num_cpus=1)\n"
+            "import ray\n"
+            "print(ray.get(ray.put(7)))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "7", res.stderr
+    assert res.stderr == ""
+    assert (tmp_path / ".ray" / "auth_token").is_file()  # token mode, as Ray's default
