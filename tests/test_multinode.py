@@ -79,25 +79,30 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     home = tmp_path_factory.mktemp("home")
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text("token-of-another-cluster\n")
-    real_home = os.environ.get("HOME")
+    real_home, real_mode = os.environ.get("HOME"), os.environ.get("RAY_AUTH_MODE")
     os.environ["HOME"] = str(home)
-    cluster = _retry_start(lambda: Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, gcs_server_port=gcs, include_dashboard=True, dashboard_host="127.0.0.1",
-        dashboard_port=dash, dashboard_agent_listen_port=agent, metrics_export_port=metrics,
-        object_store_memory=200 * 1024**2)))
-    # Nodes on one machine share the session directory; each worker node gets its own
-    # runtime-env folder, as a node on its own machine has. Shared, a worker node's agent
-    # deletes a job's working_dir that the head's job driver runs in (its cwd), and the job's
-    # Tune trial actors are cancelled before they start.
-    a, b = (_retry_start(lambda name=name: cluster.add_node(
-                num_cpus=1, object_store_memory=200 * 1024**2,
-                runtime_env_dir_name=f"runtime_resources_{name}"))
-            for name in ("a", "b"))
-    cluster.wait_for_nodes()
-    if real_home is None:
-        del os.environ["HOME"]
-    else:
-        os.environ["HOME"] = real_home
+    # A local ray.init() earlier in this process (Ray 2.60's default) left it in token mode;
+    # this module's cluster and its driver (this process) run without tokens.
+    _auth_mode("disabled")
+    try:
+        cluster = _retry_start(lambda: Cluster(initialize_head=True, head_node_args=dict(
+            num_cpus=0, gcs_server_port=gcs, include_dashboard=True,
+            dashboard_host="127.0.0.1", dashboard_port=dash, dashboard_agent_listen_port=agent,
+            metrics_export_port=metrics, object_store_memory=200 * 1024**2)))
+        # Nodes on one machine share the session directory; each worker node gets its own
+        # runtime-env folder, as a node on its own machine has. Shared, a worker node's agent
+        # deletes a job's working_dir that the head's job driver runs in (its cwd), and the
+        # job's Tune trial actors are cancelled before they start.
+        a, b = (_retry_start(lambda name=name: cluster.add_node(
+                    num_cpus=1, object_store_memory=200 * 1024**2,
+                    runtime_env_dir_name=f"runtime_resources_{name}"))
+                for name in ("a", "b"))
+        cluster.wait_for_nodes()
+    finally:
+        if real_home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = real_home
     cluster.connect()
     try:
         yield Nodes(cluster, cluster.head_node.node_id, a.node_id, b.node_id, b,
@@ -105,9 +110,23 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        _auth_mode(real_mode)
         if was_up:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
+
+
+def _auth_mode(mode: str | None) -> None:
+    """This process's Ray auth mode (None: unset, Ray's default); Ray caches it when its
+    native module loads, so the cache is read again (as ofa_platform.cluster._use_token)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if mode is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = mode
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _retry_start(start: Any) -> Any:

@@ -265,8 +265,9 @@ class Archive:
         the archs of targets evolved together apart. The lookups run in C (``map`` over
         ``dict.get``): a Python loop over the rows was a fifth of a search."""
         canon = self.fitness.codec.canonical(genes)
-        group = np.zeros(len(genes), dtype=canon.dtype) if groups is None else groups
-        keys = _row_keys(np.concatenate([np.asarray(group, canon.dtype)[:, None], canon], 1))
+        group = np.zeros(len(genes), canon.dtype) if groups is None else groups.astype(
+            canon.dtype)
+        keys = _row_keys(np.concatenate([group[:, None], canon], 1))
         acc = np.fromiter(map(self._acc_of.get, keys, repeat(_UNSEEN)), dtype=np.float64,
                           count=len(keys))
         missing = np.flatnonzero(acc == _UNSEEN)
@@ -280,7 +281,7 @@ class Archive:
             self._acc.extend(scores)
             self._genes.extend(genes[idx].copy())
             self._cost.extend(cost[idx].astype(np.float64).tolist())
-            for g, k in zip(*np.unique(np.asarray(group)[idx], return_counts=True)):
+            for g, k in zip(*np.unique(group[idx], return_counts=True)):
                 self.asked[int(g)] = self.asked.get(int(g), 0) + int(k)
             acc[missing] = [self._acc_of[keys[i]] for i in missing.tolist()]
         return acc
@@ -323,7 +324,6 @@ def _take(a: np.ndarray, index: np.ndarray) -> np.ndarray:
 def _evolution(fitness: Fitness, targets: Sequence[float], rngs: Sequence[np.random.Generator],
                config: EvolutionConfig, n_gen: int,
                seed_populations: Sequence[np.ndarray | None], archive: Archive,
-               groups: Sequence[int],
                on_generation: Sequence[Callable[[int, int], None] | None],
                ) -> Steps[list[SearchResult]]:
     """OFA's evolution for T feasible targets at once, as steps that ask for accuracies and
@@ -332,8 +332,8 @@ def _evolution(fitness: Fitness, targets: Sequence[float], rngs: Sequence[np.ran
     The populations are one (T, population, width) array. Every random number is drawn from
     the target's own stream, in the order and shapes a search of that target alone draws
     them, and the answers are per row, so each target's result is the same whether it is
-    evolved alone or with others. ``on_generation[t](done, total)`` feeds a progress
-    display."""
+    evolved alone or with others; target ``t`` keeps its archs in ``archive`` as group ``t``.
+    ``on_generation[t](done, total)`` feeds a progress display."""
     ops = _Ops(fitness.codec, config)
     n_t, width = len(targets), fitness.codec.width
     limits = np.asarray(targets, dtype=np.float64)
@@ -344,7 +344,7 @@ def _evolution(fitness: Fitness, targets: Sequence[float], rngs: Sequence[np.ran
     pop = np.stack([p for p, _ in starts])
     cost = np.stack([c for _, c in starts])
     n_pop = pop.shape[1]
-    group = np.asarray(groups, dtype=pop.dtype)
+    group = np.arange(n_t, dtype=pop.dtype)
     acc = (yield from archive.scoring(pop.reshape(-1, width), cost.ravel(),
                                       np.repeat(group, n_pop))).reshape(n_t, n_pop)
     n_par, n_mut, n_cross = config.n_parents, config.n_mutations, config.n_crossovers
@@ -406,7 +406,7 @@ def evolve(fitness: Fitness, target: float, *, seed: int | np.random.Generator,
     n_gen = config.generations if generations is None else generations
     evals0 = fitness.evaluations
     [result] = _drive(_evolution(fitness, [target], [rng], config, n_gen, [seed_population],
-                                 Archive(fitness) if archive is None else archive, [0],
+                                 Archive(fitness) if archive is None else archive,
                                  [on_generation]),
                       fitness)
     result.evaluations = fitness.evaluations - evals0
@@ -441,7 +441,7 @@ def evolve_many(fitness: Fitness, targets: Sequence[float], *,
         archive = Archive(fitness)
         found = _drive(_evolution(
             fitness, [targets[i] for i in feasible], [_as_rng(seeds[i]) for i in feasible],
-            config, n_gen, [None] * len(feasible), archive, list(range(len(feasible))),
+            config, n_gen, [None] * len(feasible), archive,
             [None if on_generation is None else on_generation(i) for i in feasible]),
             fitness)
         for g, (i, res) in enumerate(zip(feasible, found)):
