@@ -310,14 +310,19 @@ class _Ahead:
         return False
 
     def _fill(self, dataset: Any, batch_size: int) -> None:
+        batches = iter(dataset.iter_torch_batches(batch_size=batch_size, prefetch_batches=2,
+                                                  drop_last=False))
         try:
-            for b in dataset.iter_torch_batches(batch_size=batch_size, prefetch_batches=2,
-                                                drop_last=False):
+            for b in batches:
                 if not self._put(b):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
             self._put(exc)
             return
+        finally:  # a stopped stream shuts Ray Data's executor down here, not when collected
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
         self._put(self._END)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
