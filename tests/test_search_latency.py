@@ -118,3 +118,40 @@ def test_parsed_tables_are_kept_by_content(note10: Path, tmp_path: Path) -> None
     path.write_text(text)
     np.testing.assert_allclose(lut_estimator(codec, plan, tables, cache_dir=cache).of_archs(archs),
                                lut_estimator(codec, plan, note10).of_archs(archs), rtol=1e-12)
+
+
+def test_a_compiled_estimator_is_kept_and_follows_its_tables(note10: Path,
+                                                             tmp_path: Path) -> None:
+    """The compiled tables are kept by content: a second process reads them (same costs), an
+    edited table or other resolutions compile again, and a damaged memo is not trusted."""
+    tables = tmp_path / "tables"
+    shutil.copytree(note10, tables)
+    cache = tmp_path / "cache"
+    res = (160, 164)
+    codec = GeneCodec(get_space("ofa_mbv3"), res)
+    plan = network_plan("mbv3", 1.2)
+    archs = [get_space("ofa_mbv3").sample(random.Random(i)).replace(r=r)
+             for i, r in zip(range(20), res * 10)]
+    want = lut_estimator(codec, plan, note10).of_archs(archs)
+    first = lut_estimator(codec, plan, tables, cache_dir=cache)
+    [memo] = (cache / "lut").glob("compiled-*.npz")
+    np.testing.assert_array_equal(first.of_archs(archs), want)
+    stamp = memo.stat().st_mtime_ns
+    again = lut_estimator(codec, plan, tables, cache_dir=cache)
+    assert memo.stat().st_mtime_ns == stamp and again.name == first.name
+    np.testing.assert_array_equal(again.of_archs(archs), want)
+    lut_estimator(GeneCodec(get_space("ofa_mbv3"), (160,)), plan, tables, cache_dir=cache)
+    assert len(list((cache / "lut").glob("compiled-*.npz"))) == 2  # other resolutions: own
+    path = tables / "160_lookup_table.yaml"
+    text = path.read_text()
+    key = next(k for k in load_lut_dir(tables, (160,))[160] if k.startswith("Conv-"))
+    old = load_lut_dir(tables, (160,))[160][key]
+    path.write_text(text.replace(f"mean: {old}", f"mean: {old + 1.0}", 1))
+    edited = lut_estimator(codec, plan, tables, cache_dir=cache).of_archs(archs)
+    at160 = np.array([a.r == 160 for a in archs])
+    np.testing.assert_allclose(edited[at160], want[at160] + 1.0)
+    np.testing.assert_array_equal(edited[~at160], want[~at160])
+    path.write_text(text)
+    memo.write_bytes(b"not an npz")
+    np.testing.assert_array_equal(
+        lut_estimator(codec, plan, tables, cache_dir=cache).of_archs(archs), want)

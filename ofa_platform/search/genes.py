@@ -10,6 +10,7 @@ leaves out keep their genes (as OFA does), so a later mutation of the depth can 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 
@@ -74,10 +75,19 @@ class GeneCodec:
         d_idx = genes[:, self.d_cols].astype(np.int64)
         return self.depth_values[np.arange(self.n_stages)[None, :], d_idx]
 
+    @cached_property
+    def _active_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (slot, depth index) -> active table and each slot's offset into it (derived
+        from the value tables, which both codecs set in their constructors)."""
+        n_depths = self.depth_values.shape[1]
+        flags = (self.slot_pos[:, None] < self.depth_values[self.slot_stage]).ravel()
+        return flags, np.arange(self.n_slots, dtype=np.int64) * n_depths
+
     def active(self, genes: np.ndarray) -> np.ndarray:
-        """(N, L) boolean: slot is inside its stage's depth."""
-        d = self.depths(genes)
-        return self.slot_pos[None, :] < d[:, self.slot_stage]
+        """(N, L) boolean: slot is inside its stage's depth. One flat take from a table: the
+        search asks this of every population several times a generation."""
+        flags, offset = self._active_lookup
+        return flags.take(genes[:, self.d_cols][:, self.slot_stage] + offset)
 
     def couple(self, genes: np.ndarray) -> np.ndarray:
         """Compound spaces: set every slot's ratio from its stage's depth (in place)."""

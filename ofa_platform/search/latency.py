@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ofa_platform.errors import UserError
+from ofa_platform.files import atomic_path
 from ofa_platform.search.cache import atomic_write_text
 from ofa_platform.search.genes import GeneCodec
 from search_spaces.arch import ArchConfig
@@ -245,6 +246,15 @@ def lut_estimator(codec: GeneCodec, plan: NetworkPlan, directory: str | Path,
     """Compile OFA-format tables into an additive estimator. A layer that some arch of the
     space needs but the table lacks is a :class:`UserError` naming the layer and the file."""
     directory = Path(directory)
+    name = name or f"lut:{directory.name}"
+    memo = _compiled_memo(directory, codec, plan, cache_dir)
+    if memo is not None and memo.is_file():
+        try:
+            with np.load(memo) as saved:
+                fixed, slot = saved["fixed"], saved["slot"]
+            return AdditiveEstimator(codec=codec, fixed=fixed, slot=slot, name=name, unit="ms")
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged memo is compiled again and rewritten
     tables = load_lut_dir(directory, codec.resolutions, cache_dir)
 
     def cost(ly: LayerShape, r: int) -> float:
@@ -265,8 +275,28 @@ def lut_estimator(codec: GeneCodec, plan: NetworkPlan, directory: str | Path,
                   if ly.stage >= 0]
         raise UserError(f"latency table {_table_path(directory, r)} has no entry for layer "
                         f"{lut_key(blocks[li])} ({int(bad.sum())} block entries missing)")
-    return AdditiveEstimator(codec=codec, fixed=fixed, slot=np.nan_to_num(slot),
-                             name=name or f"lut:{directory.name}", unit="ms")
+    slot = np.nan_to_num(slot)
+    if memo is not None:
+        with atomic_path(memo) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, fixed=fixed, slot=slot)
+    return AdditiveEstimator(codec=codec, fixed=fixed, slot=slot, name=name, unit="ms")
+
+
+def _compiled_memo(directory: Path, codec: GeneCodec, plan: NetworkPlan,
+                   cache_dir: str | Path | None) -> Path | None:
+    """Where a compiled estimator is kept: named by the hash of the tables' bytes, the plan,
+    the space and the resolutions, so that any change compiles again. Walking 153 full-depth
+    archs through the tables was a tenth of a whole 10-target search process (issue 17).
+    None without a ``cache_dir`` or when a table cannot be read (the slow path names it)."""
+    if cache_dir is None:
+        return None
+    h = hashlib.sha256(repr((plan, codec.space, codec.resolutions)).encode())
+    for r in codec.resolutions:
+        try:
+            h.update(hashlib.sha256(_table_path(directory, r).read_bytes()).digest())
+        except OSError:
+            return None
+    return Path(cache_dir) / "lut" / f"compiled-{h.hexdigest()[:32]}.npz"
 
 
 def build_lut(plan: NetworkPlan, codec: GeneCodec,
