@@ -134,8 +134,9 @@ class _Ops:
 
     def mutation_draws(self, rng: np.random.Generator, n: int) -> Draws:
         """Fresh genes, then which genes take them (every gene with ``mutate_prob``)."""
-        shape = (n, self.codec.width)
-        return rng.random(shape), rng.random(shape)
+        # one call for both: the same numbers, in the same order, as two calls of (n, width)
+        both = rng.random((2, n, self.codec.width))
+        return both[0], both[1]
 
     def mutation_build(self, parents: np.ndarray, draws: Sequence[Draws]) -> np.ndarray:
         fresh = (np.concatenate([d[0] for d in draws]) * self.n_choices).astype(parents.dtype)

@@ -76,10 +76,11 @@ class OneHotEncoding:
         L, nk, ne = codec.n_slots, len(self.kernels), len(self.ratios)
         g = genes.astype(np.int64)
         n = len(g)
-        kvals = codec.kernel_values[codec.slot_stage[None, :], g[:, codec.k_cols]]
-        evals = codec.ratio_values[codec.slot_stage[None, :], g[:, codec.e_cols]]
-        kpos = np.searchsorted(np.array(self.kernels), kvals)
-        epos = np.searchsorted(np.array(self.ratios), evals)
+        # each stage's choice index -> place in the encoding: a small table, then one gather
+        kpos = np.searchsorted(np.array(self.kernels), codec.kernel_values)[
+            codec.slot_stage[None, :], g[:, codec.k_cols]]
+        epos = np.searchsorted(np.array(self.ratios), codec.ratio_values)[
+            codec.slot_stage[None, :], g[:, codec.e_cols]]
         active = codec.active(genes).astype(np.float32)
         x = np.zeros((n, self.dim(L)), dtype=np.float32)
         rows = np.arange(n)[:, None]
