@@ -112,8 +112,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         cluster.shutdown()
         _auth_mode(real_mode)
         if was_up:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
 
 
 def _auth_mode(mode: str | None) -> None:
@@ -152,12 +152,15 @@ def _retry_start(start: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def _actors(class_part: str) -> dict[str, tuple[str, str]]:
-    """actor id -> (node id, job id) of every actor (alive or dead) whose class name
-    contains ``class_part``."""
+def _actors(nodes: Nodes, class_part: str) -> dict[str, tuple[str, str]]:
+    """actor id -> (node id, job id) of every actor (alive or dead) of this test's cluster
+    whose class name contains ``class_part``. The cluster's dashboard is named: without an
+    address Ray picks the latest cluster on the machine, another test process's one when the
+    suite runs on two xdist workers."""
     from ray.util.state import list_actors
 
-    return {a.actor_id: (a.node_id, a.job_id) for a in list_actors(limit=10_000, detail=True)
+    actors = list_actors(address=nodes.dashboard, limit=10_000, detail=True)
+    return {a.actor_id: (a.node_id, a.job_id) for a in actors
             if class_part in (a.class_name or "")}
 
 
@@ -195,12 +198,12 @@ def test_training_spreads_over_two_nodes_with_the_metrics_of_one(
 
     runs = {}
     for strategy in ("STRICT_SPREAD", "STRICT_PACK"):
-        before = set(_actors("RayTrainWorker"))
+        before = set(_actors(nodes, "RayTrainWorker"))
         out = run_training(prepare(_request(tmp_path / strategy, mlflow_uri, 1,
                                             placement_strategy=strategy)),
                            progress=lambda s: None)
         assert out.status == "FINISHED", out.error
-        placed = [n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before]
+        placed = [n for k, (n, _) in _actors(nodes, "RayTrainWorker").items() if k not in before]
         runs[strategy] = (out, placed)
     spread, packed = runs["STRICT_SPREAD"][1], runs["STRICT_PACK"][1]
     assert sorted(spread) == sorted([nodes.a, nodes.b]), (spread, nodes)
@@ -240,11 +243,11 @@ def test_population_evaluates_on_both_nodes_with_one_node_accuracies(
                       val_subset=20, seed=0)
     rng = random.Random(0)
     archs = list(dict.fromkeys(space.sample(rng) for _ in range(4)))
-    before = set(_actors("Trainable"))
+    before = set(_actors(nodes, "Trainable"))
     ev = PopulationEvaluator(net, setup, workers=2, seconds_per_subnet=1.0,
                              storage_dir=tmp_path / "tune")
     accs = ev.evaluate(archs)
-    placed = {n for k, (n, _) in _actors("Trainable").items() if k not in before}
+    placed = {n for k, (n, _) in _actors(nodes, "Trainable").items() if k not in before}
     assert placed == {nodes.a, nodes.b}, placed
     spec, state = ev._spec_and_state()
     local = ShardEvaluator(spec, state, setup).evaluate([a.to_dict() for a in archs])
@@ -275,7 +278,7 @@ def test_search_job_submitted_through_ray_jobs_evaluates_off_the_head(
     (tmp_path / "job.log").write_text(logs)  # the whole log, to read after a failure
     assert status == "SUCCEEDED", logs[-3000:]
     info = client.get_job_info(job_id)
-    job_actors = [n for n, j in _actors("Trainable").values() if j == info.driver_info.id]
+    job_actors = [n for n, j in _actors(nodes, "Trainable").values() if j == info.driver_info.id]
     assert job_actors and nodes.head not in job_actors, (job_actors, info)
     assert info.driver_node_id == nodes.head  # the job's driver runs on the head
     runs = MlflowClient(mlflow_uri).search_runs(
@@ -301,7 +304,7 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
     epochs = 12  # ~2 s each on a quiet machine: the kill lands mid-run, not after the end
     prep = prepare(_request(tmp_path, mlflow_uri, epochs, placement_strategy="SPREAD"))
     client = MlflowClient(mlflow_uri)
-    before = set(_actors("RayTrainWorker"))
+    before = set(_actors(nodes, "RayTrainWorker"))
     box: dict[str, Any] = {}
     started = time.time()
     thread = threading.Thread(target=lambda: box.update(out=run_training(prep, lambda s: None)))
@@ -319,7 +322,7 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
     while time.time() < deadline and epochs_logged() < 1 and thread.is_alive():
         time.sleep(0.5)
     assert epochs_logged() >= 1, "no epoch was committed"
-    first = {k: n for k, (n, _) in _actors("RayTrainWorker").items() if k not in before}
+    first = {k: n for k, (n, _) in _actors(nodes, "RayTrainWorker").items() if k not in before}
     assert sorted(first.values()) == sorted([nodes.a, nodes.b]), first
     assert thread.is_alive() and epochs_logged() < epochs, "training ended before the kill"
     os.kill(_raylet_pid(nodes.b_node), signal.SIGKILL)
@@ -334,7 +337,7 @@ def test_killed_node_resumes_on_the_other_from_the_last_checkpoint(
     assert m["epochs_run"] == epochs
     resumed = [int(e) for e in run.data.tags["ofa.resumed_from"].split(",")]
     assert max(resumed) >= 1  # restarted from a checkpoint, not from epoch 0
-    later = {k: n for k, (n, _) in _actors("RayTrainWorker").items()
+    later = {k: n for k, (n, _) in _actors(nodes, "RayTrainWorker").items()
              if k not in before and k not in first}
     assert later and set(later.values()) == {nodes.a}, later
     # billed: the whole wall time on 2 workers, the attempt lost with node b included

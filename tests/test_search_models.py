@@ -27,6 +27,7 @@ def _checkpoint(tmp_path: Path, data: str) -> Path:
     return save_supernet(tmp_path / "net.pt", randomize(net, seed=3))
 
 
+@pytest.mark.slow
 def test_log_models_writes_loadable_mlflow_models(ray_local, mlflow_uri: str,  # noqa: ANN001
                                                   tmp_path: Path) -> None:
     import mlflow
