@@ -49,18 +49,3 @@ def ray_local():
                  configure_logging=False)
     yield ray
     ray.shutdown()
-
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (``--dist loadfile``: whole modules go to workers in collection order),
-    modules holding end-to-end (``slow``) tests come first, so the longest ones start at once
-    beside the rest instead of running alone at the end. Within a module, and without xdist,
-    the order is untouched."""
-    if int(getattr(config, "workerinput", {}).get("workercount", 1)) < 2:
-        return
-    def module(it: pytest.Item) -> str:
-        return str(getattr(getattr(it, "module", None), "__name__", ""))
-
-    slow = {module(it) for it in items if it.get_closest_marker("slow") is not None}
-    items.sort(key=lambda it: module(it) not in slow)  # stable: False (slow modules) first

@@ -70,11 +70,6 @@ class GeneCodec:
         return np.array([list(v) + [v[-1]] * (width - len(v)) for v in lists], dtype=np.int32)
 
     # ------------------------------------------------------------------ arrays
-    def depths(self, genes: np.ndarray) -> np.ndarray:
-        """(N, S) depth values."""
-        d_idx = genes[:, self.d_cols].astype(np.int64)
-        return self.depth_values[np.arange(self.n_stages)[None, :], d_idx]
-
     @cached_property
     def _active_lookup(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat (slot, depth index) -> active table and each slot's offset into it (derived
